@@ -1,0 +1,89 @@
+//! flowbook's event log: an append-only sequence of envelopes on sled `=0.34.7`.
+//!
+//! This crate owns positions, stream versions, idempotency keys, per-record checksums, the SHA-256
+//! hash chain, durability and reading (by stream, by position, live tail). It deliberately knows
+//! nothing of what the events mean: `data` is opaque JSON handed in by the caller.
+//!
+//! # Layout
+//!
+//! One sled tree holds everything, under key prefixes (see [`keys`]), so that one group commit is
+//! one `Tree::apply_batch` — sled writes a batch atomically, and a multi-tree transaction would
+//! cost far more per event:
+//!
+//! - `e` + position → the record: format byte, CRC-32 of the rest, the event's chain hash, and the
+//!   canonical envelope JSON (the exact bytes the hash covers);
+//! - `s` + stream + `0x00` + version → position (the stream index);
+//! - `i` + idempotency key → request fingerprint and the positions it appended.
+//!
+//! # Durability: what "acknowledged" rests on
+//!
+//! An append returns only after its events are on stable storage. sled 0.34's `flush` writes its
+//! buffers with `pwrite` and then calls `sync_file_range(WAIT_BEFORE | WRITE | WAIT_AFTER)` on
+//! Linux (sled issues #1351, #1452). `sync_file_range` pushes the data pages to the device but does
+//! not flush the device's volatile write cache and does not persist the file's metadata (its
+//! size), so after a power cut the tail of the log can be missing although `flush` returned.
+//! sled also writes "blobs" — log items over a quarter of a segment (128 KiB by default), which a
+//! leaf of large records can reach — to separate files under `blobs/` that it never fsyncs.
+//!
+//! So after every `flush` the writer calls `fdatasync` on sled's `db` file (a full data sync, with
+//! a cache flush, on the same inode sled wrote through) and `fsync` on every blob file it has not
+//! synced yet, then on the `blobs/` directory so their names are durable too. Only then are the
+//! callers answered. The crash test (`tests/tests/crash.rs`) kills a writer at random moments and
+//! checks that every acknowledged event is back, byte-identical, as a gapless prefix.
+//!
+//! # Group commit
+//!
+//! One writer thread owns the write path. Appends wait in a bounded queue; the writer takes
+//! everything that has accumulated (up to [`limits::COMMIT_EVENTS_MAX`]), checks and stamps each
+//! request in order, writes the lot as one sled batch with one durable flush, then answers every
+//! caller. A request that fails its checks is answered at once and writes nothing.
+
+pub mod keys;
+pub mod limits;
+mod record;
+mod store;
+mod writer;
+
+#[doc(hidden)]
+pub mod testing;
+
+pub use record::{Envelope, NewEvent};
+pub use store::{AppendRequest, Appended, Clock, IdempotencyKey, Store, StoreOptions, VerifyReport};
+
+/// Everything that can go wrong in the log. Callers map these to their own errors; none of them is
+/// a panic.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("stream {stream} is at version {actual}, not the expected {expected}")]
+    VersionConflict { stream: String, expected: u64, actual: u64 },
+    #[error("the idempotency key was used before with another request")]
+    IdempotencyKeyReused,
+    #[error("{what} is over its limit of {limit}")]
+    LimitExceeded { what: &'static str, limit: usize },
+    #[error("invalid append: {0}")]
+    InvalidAppend(&'static str),
+    #[error("the append queue is full ({0} requests); try again")]
+    Busy(usize),
+    #[error("the record at position {position} is damaged: {detail}")]
+    Corrupt { position: u64, detail: String },
+    #[error("storage error: {0}")]
+    Io(String),
+    #[error("the log stopped accepting writes after a storage error: {0}")]
+    Poisoned(String),
+    #[error("the log is closed")]
+    Closed,
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(error: sled::Error) -> Self {
+        StoreError::Io(error.to_string())
+    }
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(error: std::io::Error) -> Self {
+        StoreError::Io(error.to_string())
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -1,0 +1,34 @@
+//! Every bound of the log, as named constants with the unit last.
+//!
+//! Exceeding one is an error ([`crate::StoreError::LimitExceeded`] or [`crate::StoreError::Busy`]),
+//! never a panic and never unbounded memory.
+
+/// Bytes of one event's `data` JSON. Domain events are a few hundred bytes; 64 KiB leaves room
+/// for long organisation lists while keeping a commit batch's memory bounded.
+pub const EVENT_DATA_BYTES_MAX: usize = 64 * 1024;
+
+/// Bytes of a stream name, an event type or an actor name.
+pub const NAME_BYTES_MAX: usize = 256;
+
+/// Events in one append. The largest domain write is a dissolve that reassigns every home member
+/// of a branch (a committee rarely holds more than a few hundred); bulk import uses batches of
+/// 1,000.
+pub const APPEND_EVENTS_MAX: usize = 10_000;
+
+/// Appends waiting for the writer. With group commit a full queue is drained in one flush, so
+/// this only bounds memory when the disk stalls.
+pub const QUEUE_REQUESTS_MAX: usize = 4_096;
+
+/// Events written by one group commit (one sled batch, one durable flush). Bounds the writer's
+/// memory and the latency a single commit adds for the callers queued behind it.
+pub const COMMIT_EVENTS_MAX: usize = 50_000;
+
+/// Stream heads the writer keeps in memory; past this the cache is dropped and refilled from the
+/// stream index on demand (a correct, slower path), so memory stays bounded at province scale.
+pub const STREAM_HEADS_CACHED_MAX: usize = 1_000_000;
+
+/// Events returned by one page of [`crate::Store::read_log`] or [`crate::Store::read_stream`].
+pub const READ_PAGE_EVENTS_MAX: usize = 10_000;
+
+/// Bytes of an idempotency key.
+pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 512;

@@ -1,0 +1,386 @@
+//! The handle callers hold: open, append (blocking or async), read, tail and verify.
+//!
+//! Reads never show an event before it is durable: they are bounded by the committed head, which
+//! the writer advances only after the flush and fsync of the commit that holds it.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::keys;
+use crate::limits::*;
+use crate::record::{self, Envelope, NewEvent, GENESIS_HASH};
+use crate::writer::{HeadState, Job, Writer};
+use crate::{Result, StoreError};
+
+/// Where `recorded_at` comes from. Injected so tests can drive time; the store clamps it so that
+/// `recorded_at` never decreases along the log, whatever the clock does.
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// Options passed explicitly at open rather than trusting sled's defaults.
+#[derive(Clone)]
+pub struct StoreOptions {
+    /// sled's page cache, in bytes. Bounds the store's memory; reads past it go to the OS cache.
+    pub cache_capacity_bytes: u64,
+    pub clock: Clock,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions { cache_capacity_bytes: 256 * 1024 * 1024, clock: Arc::new(Utc::now) }
+    }
+}
+
+/// An idempotency key, already scoped by the caller (for example to the acting token), and the
+/// fingerprint of the request it was sent with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    pub key: String,
+    pub fingerprint: [u8; 32],
+}
+
+/// One atomic append: every event is written or none is.
+#[derive(Debug, Clone, Default)]
+pub struct AppendRequest {
+    pub events: Vec<NewEvent>,
+    /// Streams whose version must be exactly this before the append (0: the stream is empty).
+    pub expected_versions: Vec<(String, u64)>,
+    pub idempotency: Option<IdempotencyKey>,
+}
+
+/// What an append did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Appended {
+    /// The events were written, durably, with these envelopes.
+    Written(Vec<Envelope>),
+    /// The idempotency key was seen before with the same fingerprint: nothing was written, and
+    /// these are the events the first request appended.
+    Replayed(Vec<Envelope>),
+}
+
+impl Appended {
+    pub fn events(&self) -> &[Envelope] {
+        match self {
+            Appended::Written(events) | Appended::Replayed(events) => events,
+        }
+    }
+
+    pub fn into_events(self) -> Vec<Envelope> {
+        match self {
+            Appended::Written(events) | Appended::Replayed(events) => events,
+        }
+    }
+}
+
+/// The outcome of [`Store::verify`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct VerifyReport {
+    pub ok: bool,
+    /// Records found sound before the first bad one (all of them when `ok`).
+    pub checked: u64,
+    pub first_bad_position: Option<u64>,
+    /// What was wrong at `first_bad_position`.
+    pub detail: Option<String>,
+}
+
+/// State shared by the handle and the writer thread.
+pub(crate) struct Shared {
+    pub tree: sled::Tree,
+    pub committed_head: AtomicU64,
+    pub head_watch: watch::Sender<u64>,
+}
+
+/// The event log. Not `Clone`: share it behind an `Arc`. Dropping it stops the writer after the
+/// queued appends are committed.
+pub struct Store {
+    shared: Arc<Shared>,
+    sender: Option<mpsc::Sender<Job>>,
+    writer: Option<JoinHandle<()>>,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (or creates) the log in `dir`. A damaged last record does not stop the open — reads
+    /// and [`Store::verify`] still work — but every append is then refused.
+    pub fn open(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
+        let path = dir.as_ref().to_path_buf();
+        let db = sled::Config::new()
+            .path(&path)
+            .cache_capacity(options.cache_capacity_bytes)
+            .mode(sled::Mode::HighThroughput)
+            // The writer flushes (and fsyncs) every commit itself; a background flusher would
+            // only add I/O that acknowledges nothing.
+            .flush_every_ms(None)
+            .open()?;
+        let tree = db.open_tree("log")?;
+        let (head, damage) = match load_head(&tree) {
+            Ok(head) => (head, None),
+            Err(error) => (HeadState::empty(), Some(error.to_string())),
+        };
+        let committed = head.next_position - 1;
+        let (head_watch, _) = watch::channel(committed);
+        let shared = Arc::new(Shared { tree, committed_head: AtomicU64::new(committed), head_watch });
+        let (sender, receiver) = mpsc::channel(QUEUE_REQUESTS_MAX);
+        let writer = Writer::new(db, &path, Arc::clone(&shared), head, options.clock, damage)?;
+        let writer = std::thread::Builder::new()
+            .name("flowbook-log-writer".into())
+            .spawn(move || writer.run(receiver))?;
+        Ok(Store { shared, sender: Some(sender), writer: Some(writer), path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends atomically and durably; blocks the calling thread until the commit is on stable
+    /// storage. Do not call from async code: use [`Store::append_async`].
+    pub fn append(&self, request: AppendRequest) -> Result<Appended> {
+        let reply = self.enqueue(request)?;
+        reply.blocking_recv().map_err(|_| StoreError::Closed)?
+    }
+
+    /// [`Store::append`] for async callers.
+    pub async fn append_async(&self, request: AppendRequest) -> Result<Appended> {
+        let reply = self.enqueue(request)?;
+        reply.await.map_err(|_| StoreError::Closed)?
+    }
+
+    fn enqueue(&self, request: AppendRequest) -> Result<oneshot::Receiver<Result<Appended>>> {
+        check_request(&request)?;
+        let (reply, receiver) = oneshot::channel();
+        let sender = self.sender.as_ref().ok_or(StoreError::Closed)?;
+        sender.try_send(Job { request, reply }).map_err(|error| match error {
+            mpsc::error::TrySendError::Full(_) => StoreError::Busy(QUEUE_REQUESTS_MAX),
+            mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+        })?;
+        Ok(receiver)
+    }
+
+    /// The position of the last durable event (0 for an empty log).
+    pub fn head(&self) -> u64 {
+        self.shared.committed_head.load(Ordering::Acquire)
+    }
+
+    /// Watches the committed head: for live tails that must neither miss nor repeat an event,
+    /// read after your cursor up to the head, then wait for it to change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.shared.head_watch.subscribe()
+    }
+
+    /// Events after `after`, in position order, at most `limit` (capped at
+    /// [`READ_PAGE_EVENTS_MAX`]).
+    pub fn read_log(&self, after: u64, limit: usize) -> Result<Vec<Envelope>> {
+        let head = self.head();
+        let limit = limit.min(READ_PAGE_EVENTS_MAX);
+        if after >= head || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let range = keys::event_key(after + 1)..=keys::event_key(head);
+        let mut events = Vec::with_capacity(limit.min((head - after) as usize));
+        let mut expected = after + 1;
+        for entry in self.shared.tree.range(range).take(limit) {
+            let (key, value) = entry?;
+            let position = keys::position_of_event_key(&key)
+                .ok_or_else(|| StoreError::Corrupt { position: expected, detail: "bad key".into() })?;
+            if position != expected {
+                return Err(StoreError::Corrupt { position: expected, detail: "record missing".into() });
+            }
+            events.push(record::decode(position, &value)?.envelope);
+            expected += 1;
+        }
+        Ok(events)
+    }
+
+    /// One event by position, if it is durable.
+    pub fn event(&self, position: u64) -> Result<Option<Envelope>> {
+        if position == 0 || position > self.head() {
+            return Ok(None);
+        }
+        match self.shared.tree.get(keys::event_key(position))? {
+            Some(bytes) => Ok(Some(record::decode(position, &bytes)?.envelope)),
+            None => Err(StoreError::Corrupt { position, detail: "record missing".into() }),
+        }
+    }
+
+    /// A stream's events from `from_version` on (versions start at 1), at most `limit`.
+    pub fn read_stream(&self, stream: &str, from_version: u64, limit: usize) -> Result<Vec<Envelope>> {
+        let head = self.head();
+        let limit = limit.min(READ_PAGE_EVENTS_MAX);
+        let start = keys::stream_key(stream, from_version.max(1));
+        let end = keys::stream_key(stream, u64::MAX);
+        let mut events = Vec::new();
+        for entry in self.shared.tree.range(start..=end) {
+            if events.len() >= limit {
+                break;
+            }
+            let (_, value) = entry?;
+            let position = position_from_index(&value)?;
+            if position > head {
+                break; // written by a commit that is not durable yet
+            }
+            match self.shared.tree.get(keys::event_key(position))? {
+                Some(bytes) => events.push(record::decode(position, &bytes)?.envelope),
+                None => return Err(StoreError::Corrupt { position, detail: "record missing".into() }),
+            }
+        }
+        Ok(events)
+    }
+
+    /// The version of a stream's last durable event (0 when it has none).
+    pub fn stream_version(&self, stream: &str) -> Result<u64> {
+        let head = self.head();
+        let prefix = keys::stream_prefix(stream);
+        for entry in self.shared.tree.scan_prefix(&prefix).rev() {
+            let (key, value) = entry?;
+            if position_from_index(&value)? <= head {
+                return Ok(keys::version_of_stream_key(&key).unwrap_or(0));
+            }
+        }
+        Ok(0)
+    }
+
+    /// What a request with this idempotency key appended before: `Some(events)` when the key was
+    /// used with the same fingerprint, `IdempotencyKeyReused` when with another, `None` when new.
+    /// Lets a caller answer a replay without re-running its rules; the writer checks again
+    /// atomically, so a race between two equal requests still appends once.
+    pub fn idempotent_result(&self, key: &IdempotencyKey) -> Result<Option<Vec<Envelope>>> {
+        match crate::writer::lookup_idempotency(&self.shared.tree, &key.key)? {
+            None => Ok(None),
+            Some(seen) if seen.fingerprint != key.fingerprint => Err(StoreError::IdempotencyKeyReused),
+            Some(seen) => Ok(Some(self.read_positions(seen.first_position, seen.count)?)),
+        }
+    }
+
+    pub(crate) fn read_positions(&self, first: u64, count: u32) -> Result<Vec<Envelope>> {
+        read_positions(&self.shared.tree, first, count)
+    }
+
+    /// Recomputes every record's checksum and the hash chain from position 1, stopping at the
+    /// first damage (a bad checksum, a gap, a record in the wrong place, or a broken chain).
+    pub fn verify(&self) -> Result<VerifyReport> {
+        let mut previous = GENESIS_HASH;
+        let mut expected = 1u64;
+        let bad = |position: u64, checked: u64, detail: String| VerifyReport {
+            ok: false,
+            checked,
+            first_bad_position: Some(position),
+            detail: Some(detail),
+        };
+        let range = keys::event_key(0)..=keys::event_key(u64::MAX);
+        for entry in self.shared.tree.range(range) {
+            let (key, value) = entry?;
+            let checked = expected - 1;
+            let Some(position) = keys::position_of_event_key(&key) else {
+                return Ok(bad(expected, checked, "unreadable key".into()));
+            };
+            if position != expected {
+                return Ok(bad(expected, checked, format!("record missing (next stored is {position})")));
+            }
+            let decoded = match record::decode(position, &value) {
+                Ok(decoded) => decoded,
+                Err(error) => return Ok(bad(position, checked, error.to_string())),
+            };
+            if record::chain_hash(&previous, decoded.canonical) != decoded.hash {
+                return Ok(bad(position, checked, "hash chain broken".into()));
+            }
+            previous = decoded.hash;
+            expected += 1;
+        }
+        Ok(VerifyReport { ok: true, checked: expected - 1, first_bad_position: None, detail: None })
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // Closing the queue lets the writer commit what is queued and stop.
+        self.sender.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+fn check_request(request: &AppendRequest) -> Result<()> {
+    if request.events.is_empty() {
+        return Err(StoreError::InvalidAppend("an append needs at least one event"));
+    }
+    if request.events.len() > APPEND_EVENTS_MAX {
+        return Err(StoreError::LimitExceeded { what: "events in one append", limit: APPEND_EVENTS_MAX });
+    }
+    for event in &request.events {
+        if event.data.get().len() > EVENT_DATA_BYTES_MAX {
+            return Err(StoreError::LimitExceeded { what: "event data bytes", limit: EVENT_DATA_BYTES_MAX });
+        }
+        check_name(&event.stream, "stream")?;
+        check_name(&event.event_type, "event type")?;
+        check_name(&event.actor, "actor")?;
+    }
+    for (stream, _) in &request.expected_versions {
+        check_name(stream, "stream")?;
+    }
+    if let Some(key) = &request.idempotency {
+        if key.key.is_empty() {
+            return Err(StoreError::InvalidAppend("an idempotency key may not be empty"));
+        }
+        if key.key.len() > IDEMPOTENCY_KEY_BYTES_MAX {
+            return Err(StoreError::LimitExceeded {
+                what: "idempotency key bytes",
+                limit: IDEMPOTENCY_KEY_BYTES_MAX,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn check_name(name: &str, what: &'static str) -> Result<()> {
+    if name.is_empty() || name.contains('\0') {
+        return Err(StoreError::InvalidAppend(match what {
+            "stream" => "a stream name must be non-empty and free of NUL",
+            "event type" => "an event type must be non-empty and free of NUL",
+            _ => "an actor must be non-empty and free of NUL",
+        }));
+    }
+    if name.len() > NAME_BYTES_MAX {
+        return Err(StoreError::LimitExceeded { what, limit: NAME_BYTES_MAX });
+    }
+    Ok(())
+}
+
+fn position_from_index(value: &[u8]) -> Result<u64> {
+    let bytes: [u8; 8] = value
+        .try_into()
+        .map_err(|_| StoreError::Corrupt { position: 0, detail: "stream index entry is damaged".into() })?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+pub(crate) fn read_positions(tree: &sled::Tree, first: u64, count: u32) -> Result<Vec<Envelope>> {
+    (first..first + u64::from(count))
+        .map(|position| match tree.get(keys::event_key(position))? {
+            Some(bytes) => Ok(record::decode(position, &bytes)?.envelope),
+            None => Err(StoreError::Corrupt { position, detail: "record missing".into() }),
+        })
+        .collect()
+}
+
+/// Reads the last record to learn where the log stands.
+fn load_head(tree: &sled::Tree) -> Result<HeadState> {
+    let range = keys::event_key(0)..=keys::event_key(u64::MAX);
+    match tree.range(range).next_back() {
+        None => Ok(HeadState::empty()),
+        Some(entry) => {
+            let (key, value) = entry?;
+            let position = keys::position_of_event_key(&key)
+                .ok_or_else(|| StoreError::Corrupt { position: 0, detail: "bad key".into() })?;
+            let decoded = record::decode(position, &value)?;
+            Ok(HeadState {
+                next_position: position + 1,
+                last_hash: decoded.hash,
+                last_recorded_at: decoded.envelope.recorded_at,
+            })
+        }
+    }
+}

@@ -1,0 +1,359 @@
+//! The single writer: group commit, stamping, hash chaining and the durable flush.
+//!
+//! It takes every append queued since its last commit, checks each request in order against the
+//! log as it will stand after the requests before it (so two appends in one commit see each other),
+//! stages the accepted ones into one sled batch, makes that batch durable, and only then answers.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::keys;
+use crate::limits::{COMMIT_EVENTS_MAX, STREAM_HEADS_CACHED_MAX};
+use crate::record::{self, Envelope, Stamp, GENESIS_HASH};
+use crate::store::{read_positions, AppendRequest, Appended, Clock, Shared};
+use crate::{Result, StoreError};
+
+pub(crate) struct Job {
+    pub request: AppendRequest,
+    pub reply: oneshot::Sender<Result<Appended>>,
+}
+
+/// Where the log ends: the next position, the hash it chains from, the last `recorded_at`.
+#[derive(Clone)]
+pub(crate) struct HeadState {
+    pub next_position: u64,
+    pub last_hash: [u8; 32],
+    pub last_recorded_at: DateTime<Utc>,
+}
+
+impl HeadState {
+    pub fn empty() -> Self {
+        HeadState { next_position: 1, last_hash: GENESIS_HASH, last_recorded_at: DateTime::UNIX_EPOCH }
+    }
+}
+
+/// A stored idempotency entry: `fingerprint ‖ first position ‖ count`.
+pub(crate) struct SeenKey {
+    pub fingerprint: [u8; 32],
+    pub first_position: u64,
+    pub count: u32,
+}
+
+const SEEN_KEY_BYTES: usize = 32 + 8 + 4;
+
+impl SeenKey {
+    fn encode(&self) -> [u8; SEEN_KEY_BYTES] {
+        let mut out = [0u8; SEEN_KEY_BYTES];
+        out[..32].copy_from_slice(&self.fingerprint);
+        out[32..40].copy_from_slice(&self.first_position.to_be_bytes());
+        out[40..].copy_from_slice(&self.count.to_be_bytes());
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Result<SeenKey> {
+        if bytes.len() != SEEN_KEY_BYTES {
+            return Err(StoreError::Corrupt { position: 0, detail: "idempotency entry is damaged".into() });
+        }
+        Ok(SeenKey {
+            fingerprint: bytes[..32].try_into().expect("32 bytes"),
+            first_position: u64::from_be_bytes(bytes[32..40].try_into().expect("8 bytes")),
+            count: u32::from_be_bytes(bytes[40..].try_into().expect("4 bytes")),
+        })
+    }
+}
+
+pub(crate) fn lookup_idempotency(tree: &sled::Tree, key: &str) -> Result<Option<SeenKey>> {
+    match tree.get(keys::idempotency_key(key))? {
+        None => Ok(None),
+        Some(bytes) => SeenKey::decode(&bytes).map(Some),
+    }
+}
+
+/// Makes what sled flushed durable: `fdatasync` of the log file and `fsync` of new blob files and
+/// their directory (see the crate docs for why sled's own flush is not enough).
+struct DurableFiles {
+    log_file: File,
+    blobs_dir: PathBuf,
+    synced_blobs: HashSet<OsString>,
+}
+
+impl DurableFiles {
+    fn open(dir: &Path) -> Result<DurableFiles> {
+        Ok(DurableFiles {
+            log_file: File::open(dir.join("db"))?,
+            blobs_dir: dir.join("blobs"),
+            synced_blobs: HashSet::new(),
+        })
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        self.log_file.sync_data()?;
+        let entries = match std::fs::read_dir(&self.blobs_dir) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(error) => return Err(error.into()),
+        };
+        let mut present = HashSet::new();
+        let mut synced_new = false;
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name();
+            if !self.synced_blobs.contains(&name) {
+                File::open(entry.path())?.sync_all()?;
+                synced_new = true;
+            }
+            present.insert(name);
+        }
+        if synced_new {
+            File::open(&self.blobs_dir)?.sync_all()?;
+        }
+        // sled deletes blobs it no longer needs; forget them so the set stays bounded.
+        self.synced_blobs = present;
+        Ok(())
+    }
+}
+
+pub(crate) struct Writer {
+    db: sled::Db,
+    shared: Arc<Shared>,
+    files: DurableFiles,
+    head: HeadState,
+    stream_heads: HashMap<String, u64>,
+    clock: Clock,
+    /// Set after a storage error or when the log was found damaged at open: the state on disk is
+    /// no longer known to match ours, so every later append is refused.
+    poisoned: Option<String>,
+}
+
+/// What one request in a commit comes to, before the commit is durable.
+enum Staged {
+    Written(Vec<Envelope>),
+    /// Same key and fingerprint as an earlier request in this very commit (by index).
+    ReplayOfPending(usize),
+    Replayed(Vec<Envelope>),
+    Failed(StoreError),
+}
+
+/// The log as it will stand once the commit being built is written.
+struct Pending {
+    head: HeadState,
+    stream_heads: HashMap<String, u64>,
+    keys: HashMap<String, ([u8; 32], usize)>,
+    batch: sled::Batch,
+    writes: usize,
+}
+
+impl Writer {
+    pub fn new(
+        db: sled::Db,
+        dir: &Path,
+        shared: Arc<Shared>,
+        head: HeadState,
+        clock: Clock,
+        damage: Option<String>,
+    ) -> Result<Writer> {
+        Ok(Writer {
+            files: DurableFiles::open(dir)?,
+            db,
+            shared,
+            head,
+            stream_heads: HashMap::new(),
+            clock,
+            poisoned: damage.map(|damage| format!("the log is damaged ({damage}); run verify")),
+        })
+    }
+
+    pub fn run(mut self, mut queue: mpsc::Receiver<Job>) {
+        while let Some(first) = queue.blocking_recv() {
+            let mut events = first.request.events.len();
+            let mut jobs = vec![first];
+            while events < COMMIT_EVENTS_MAX {
+                match queue.try_recv() {
+                    Ok(job) => {
+                        events += job.request.events.len();
+                        jobs.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.commit(jobs);
+        }
+        let _ = self.db.flush();
+    }
+
+    fn commit(&mut self, jobs: Vec<Job>) {
+        if let Some(reason) = &self.poisoned {
+            for job in jobs {
+                let _ = job.reply.send(Err(StoreError::Poisoned(reason.clone())));
+            }
+            return;
+        }
+        // One recorded_at per commit, never before the last one (the clock may step back).
+        // Microseconds: finer digits are noise in an audit trail.
+        let now =
+            (self.clock)().duration_trunc(TimeDelta::microseconds(1)).unwrap_or_else(|_| (self.clock)());
+        let recorded_at = now.max(self.head.last_recorded_at);
+        let mut pending = Pending {
+            head: self.head.clone(),
+            stream_heads: HashMap::new(),
+            keys: HashMap::new(),
+            batch: sled::Batch::default(),
+            writes: 0,
+        };
+        let mut staged = Vec::with_capacity(jobs.len());
+        for (index, job) in jobs.iter().enumerate() {
+            let outcome =
+                self.stage(&job.request, index, recorded_at, &mut pending).unwrap_or_else(Staged::Failed);
+            staged.push(outcome);
+        }
+        let durable = if pending.writes == 0 { Ok(()) } else { self.write_durably(pending.batch) };
+        if let Err(error) = &durable {
+            self.poisoned = Some(error.to_string());
+        } else {
+            self.head = pending.head;
+            if self.stream_heads.len() + pending.stream_heads.len() > STREAM_HEADS_CACHED_MAX {
+                self.stream_heads.clear();
+            }
+            self.stream_heads.extend(pending.stream_heads);
+            let committed = self.head.next_position - 1;
+            self.shared.committed_head.store(committed, Ordering::Release);
+            self.shared.head_watch.send_replace(committed);
+        }
+        let written: Vec<Option<Vec<Envelope>>> = staged
+            .iter()
+            .map(|outcome| match outcome {
+                Staged::Written(events) => Some(events.clone()),
+                _ => None,
+            })
+            .collect();
+        for (job, outcome) in jobs.into_iter().zip(staged) {
+            let answer = match (outcome, &durable) {
+                (Staged::Failed(error), _) => Err(error),
+                (_, Err(error)) => Err(StoreError::Io(error.to_string())),
+                (Staged::Written(events), Ok(())) => Ok(Appended::Written(events)),
+                (Staged::Replayed(events), Ok(())) => Ok(Appended::Replayed(events)),
+                (Staged::ReplayOfPending(first), Ok(())) => {
+                    Ok(Appended::Replayed(written[first].clone().unwrap_or_default()))
+                }
+            };
+            // A caller that gave up waiting is not an error of the log.
+            let _ = job.reply.send(answer);
+        }
+    }
+
+    /// Checks one request against the pending state and stages its writes. Every check happens
+    /// before the first write is staged, so a refused request stages nothing.
+    fn stage(
+        &mut self,
+        request: &AppendRequest,
+        index: usize,
+        recorded_at: DateTime<Utc>,
+        pending: &mut Pending,
+    ) -> Result<Staged> {
+        if let Some(key) = &request.idempotency {
+            if let Some((fingerprint, first)) = pending.keys.get(&key.key) {
+                return if *fingerprint == key.fingerprint {
+                    Ok(Staged::ReplayOfPending(*first))
+                } else {
+                    Err(StoreError::IdempotencyKeyReused)
+                };
+            }
+            if let Some(seen) = lookup_idempotency(&self.shared.tree, &key.key)? {
+                if seen.fingerprint != key.fingerprint {
+                    return Err(StoreError::IdempotencyKeyReused);
+                }
+                let events = read_positions(&self.shared.tree, seen.first_position, seen.count)?;
+                return Ok(Staged::Replayed(events));
+            }
+        }
+        for (stream, expected) in &request.expected_versions {
+            let actual = self.stream_version(stream, pending)?;
+            if actual != *expected {
+                return Err(StoreError::VersionConflict {
+                    stream: stream.clone(),
+                    expected: *expected,
+                    actual,
+                });
+            }
+        }
+        // The versions of every stream this request touches, read before anything is staged.
+        let mut versions: HashMap<&str, u64> = HashMap::new();
+        for event in &request.events {
+            if !versions.contains_key(event.stream.as_str()) {
+                versions.insert(&event.stream, self.stream_version(&event.stream, pending)?);
+            }
+        }
+        let first_position = pending.head.next_position;
+        let mut envelopes = Vec::with_capacity(request.events.len());
+        for event in &request.events {
+            let version = versions.get_mut(event.stream.as_str()).expect("read above");
+            *version += 1;
+            let stamp = Stamp { position: pending.head.next_position, version: *version, recorded_at };
+            let encoded = record::encode(event, &stamp, &pending.head.last_hash);
+            pending.batch.insert(&keys::event_key(stamp.position), encoded.bytes);
+            pending
+                .batch
+                .insert(keys::stream_key(&event.stream, stamp.version), &stamp.position.to_be_bytes());
+            pending.writes += 1;
+            envelopes.push(Envelope {
+                position: stamp.position,
+                event_id: event.event_id,
+                stream: event.stream.clone(),
+                version: stamp.version,
+                event_type: event.event_type.clone(),
+                effective_at: event.effective_at,
+                recorded_at,
+                actor: event.actor.clone(),
+                data: event.data.clone(),
+                hash: hex::encode(encoded.hash),
+            });
+            pending.head.next_position += 1;
+            pending.head.last_hash = encoded.hash;
+            pending.head.last_recorded_at = recorded_at;
+        }
+        for (stream, version) in versions {
+            pending.stream_heads.insert(stream.to_owned(), version);
+        }
+        if let Some(key) = &request.idempotency {
+            let seen = SeenKey {
+                fingerprint: key.fingerprint,
+                first_position,
+                count: u32::try_from(request.events.len()).expect("bounded by APPEND_EVENTS_MAX"),
+            };
+            pending.batch.insert(keys::idempotency_key(&key.key), &seen.encode()[..]);
+            pending.keys.insert(key.key.clone(), (key.fingerprint, index));
+        }
+        Ok(Staged::Written(envelopes))
+    }
+
+    fn stream_version(&mut self, stream: &str, pending: &Pending) -> Result<u64> {
+        if let Some(version) = pending.stream_heads.get(stream) {
+            return Ok(*version);
+        }
+        if let Some(version) = self.stream_heads.get(stream) {
+            return Ok(*version);
+        }
+        let version = match self.shared.tree.scan_prefix(keys::stream_prefix(stream)).next_back() {
+            None => 0,
+            Some(entry) => keys::version_of_stream_key(&entry?.0).unwrap_or(0),
+        };
+        if self.stream_heads.len() >= STREAM_HEADS_CACHED_MAX {
+            self.stream_heads.clear();
+        }
+        self.stream_heads.insert(stream.to_owned(), version);
+        Ok(version)
+    }
+
+    fn write_durably(&mut self, batch: sled::Batch) -> Result<()> {
+        self.shared.tree.apply_batch(batch)?;
+        self.db.flush()?;
+        self.files.sync()
+    }
+}
