@@ -117,11 +117,14 @@ impl Store {
             .flush_every_ms(None)
             .open()?;
         let tree = db.open_tree("log")?;
-        let (head, damage) = match load_head(&tree) {
-            Ok(head) => (head, None),
-            Err(error) => (HeadState::empty(), Some(error.to_string())),
+        let (head, committed, damage) = match load_head(&tree) {
+            Ok(head) => {
+                let committed = head.next_position - 1;
+                (head, committed, None)
+            }
+            // Reads still reach every stored record (and report the damage); appends are refused.
+            Err(error) => (HeadState::empty(), last_stored_position(&tree), Some(error.to_string())),
         };
-        let committed = head.next_position - 1;
         let (head_watch, _) = watch::channel(committed);
         let shared = Arc::new(Shared { tree, committed_head: AtomicU64::new(committed), head_watch });
         let (sender, receiver) = mpsc::channel(QUEUE_REQUESTS_MAX);
@@ -364,6 +367,14 @@ pub(crate) fn read_positions(tree: &sled::Tree, first: u64, count: u32) -> Resul
             None => Err(StoreError::Corrupt { position, detail: "record missing".into() }),
         })
         .collect()
+}
+
+fn last_stored_position(tree: &sled::Tree) -> u64 {
+    let range = keys::event_key(0)..=keys::event_key(u64::MAX);
+    match tree.range(range).next_back() {
+        Some(Ok((key, _))) => keys::position_of_event_key(&key).unwrap_or(0),
+        _ => 0,
+    }
 }
 
 /// Reads the last record to learn where the log stands.

@@ -1,0 +1,285 @@
+//! The log's contract, one behaviour a test: appends, versions, idempotency, limits, restarts,
+//! the committed head, and damage found by `verify` and by reads.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use flowbook_store::limits::{APPEND_EVENTS_MAX, EVENT_DATA_BYTES_MAX};
+use flowbook_store::testing::{damage_record, Damage};
+use flowbook_store::{
+    AppendRequest, Appended, Envelope, IdempotencyKey, NewEvent, Store, StoreError, StoreOptions,
+};
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+fn event(stream: &str, n: u64) -> NewEvent {
+    NewEvent {
+        event_id: Uuid::now_v7(),
+        stream: stream.into(),
+        event_type: "member_verified".into(),
+        effective_at: DateTime::from_timestamp(1_790_000_000 + n as i64, 0).unwrap(),
+        actor: "alice".into(),
+        data: RawValue::from_string(format!(r#"{{"n":{n},"name":"张三"}}"#)).unwrap(),
+    }
+}
+
+fn append(store: &Store, events: Vec<NewEvent>) -> Vec<Envelope> {
+    match store.append(AppendRequest { events, ..Default::default() }).unwrap() {
+        Appended::Written(events) => events,
+        other => panic!("expected a write, got {other:?}"),
+    }
+}
+
+fn open(dir: &std::path::Path) -> Store {
+    Store::open(dir, StoreOptions::default()).unwrap()
+}
+
+#[test]
+fn positions_are_gapless_and_versions_count_per_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let first = append(&store, vec![event("member/a", 1), event("member/b", 2), event("member/a", 3)]);
+    let second = append(&store, vec![event("member/a", 4)]);
+    let positions: Vec<u64> = first.iter().chain(&second).map(|e| e.position).collect();
+    assert_eq!(positions, vec![1, 2, 3, 4]);
+    let versions: Vec<u64> = first.iter().chain(&second).map(|e| e.version).collect();
+    assert_eq!(versions, vec![1, 1, 2, 3]);
+    assert_eq!(store.head(), 4);
+    assert_eq!(store.stream_version("member/a").unwrap(), 3);
+    assert_eq!(store.stream_version("member/none").unwrap(), 0);
+    let stream: Vec<u64> = store.read_stream("member/a", 2, 100).unwrap().iter().map(|e| e.version).collect();
+    assert_eq!(stream, vec![2, 3]);
+    assert_eq!(store.read_log(1, 2).unwrap(), first[1..].to_vec());
+    assert_eq!(store.event(4).unwrap().unwrap(), second[0]);
+    assert_eq!(store.event(5).unwrap(), None);
+}
+
+#[test]
+fn the_hash_chain_starts_from_zeros_and_links_every_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let events = append(&store, vec![event("s", 1), event("s", 2)]);
+    assert_eq!(events[0].hash.len(), 64);
+    assert_ne!(events[0].hash, events[1].hash);
+    let report = store.verify().unwrap();
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.checked, 2);
+}
+
+#[test]
+fn an_expected_version_mismatch_appends_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    append(&store, vec![event("member/a", 1)]);
+    let request = AppendRequest {
+        events: vec![event("member/a", 2), event("member/b", 3)],
+        expected_versions: vec![("member/a".into(), 1), ("member/b".into(), 1)],
+        idempotency: None,
+    };
+    match store.append(request) {
+        Err(StoreError::VersionConflict { stream, expected: 1, actual: 0 }) => assert_eq!(stream, "member/b"),
+        other => panic!("expected a version conflict, got {other:?}"),
+    }
+    assert_eq!(store.head(), 1);
+    assert_eq!(store.stream_version("member/b").unwrap(), 0);
+    let ok = AppendRequest {
+        events: vec![event("member/a", 2)],
+        expected_versions: vec![("member/a".into(), 1), ("member/b".into(), 0)],
+        idempotency: None,
+    };
+    assert!(matches!(store.append(ok).unwrap(), Appended::Written(_)));
+}
+
+#[test]
+fn an_idempotency_key_replays_the_first_answer_and_refuses_another_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = |fingerprint: u8| IdempotencyKey { key: "alice/k1".into(), fingerprint: [fingerprint; 32] };
+    let first = {
+        let store = open(dir.path());
+        let request = AppendRequest {
+            events: vec![event("m", 1)],
+            expected_versions: vec![],
+            idempotency: Some(key(1)),
+        };
+        let first = store.append(request.clone()).unwrap();
+        assert!(matches!(first, Appended::Written(_)));
+        assert_eq!(store.append(request).unwrap(), Appended::Replayed(first.events().to_vec()));
+        first
+    };
+    // Remembered across a restart.
+    let store = open(dir.path());
+    let replay =
+        AppendRequest { events: vec![event("m", 9)], expected_versions: vec![], idempotency: Some(key(1)) };
+    assert_eq!(store.append(replay).unwrap(), Appended::Replayed(first.events().to_vec()));
+    assert_eq!(store.idempotent_result(&key(1)).unwrap(), Some(first.events().to_vec()));
+    let other =
+        AppendRequest { events: vec![event("m", 2)], expected_versions: vec![], idempotency: Some(key(2)) };
+    assert!(matches!(store.append(other), Err(StoreError::IdempotencyKeyReused)));
+    assert!(matches!(store.idempotent_result(&key(2)), Err(StoreError::IdempotencyKeyReused)));
+    assert_eq!(store.head(), 1);
+}
+
+#[test]
+fn equal_requests_racing_in_one_commit_append_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(dir.path()));
+    let threads: Vec<_> = (0..16)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                let request = AppendRequest {
+                    events: vec![event("m", 1)],
+                    expected_versions: vec![],
+                    idempotency: Some(IdempotencyKey { key: "race".into(), fingerprint: [7; 32] }),
+                };
+                store.append(request).unwrap().events()[0].position
+            })
+        })
+        .collect();
+    let positions: Vec<u64> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert!(positions.iter().all(|p| *p == 1), "{positions:?}");
+    assert_eq!(store.head(), 1);
+}
+
+#[test]
+fn recorded_at_never_decreases_even_when_the_clock_steps_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let seconds = Arc::new(AtomicI64::new(1_800_000_000));
+    let clock_seconds = Arc::clone(&seconds);
+    let options = StoreOptions {
+        clock: Arc::new(move || DateTime::from_timestamp(clock_seconds.load(Ordering::SeqCst), 0).unwrap()),
+        ..StoreOptions::default()
+    };
+    let store = Store::open(dir.path(), options).unwrap();
+    let a = append(&store, vec![event("s", 1)]);
+    seconds.store(1_700_000_000, Ordering::SeqCst);
+    let b = append(&store, vec![event("s", 2)]);
+    seconds.store(1_800_000_100, Ordering::SeqCst);
+    let c = append(&store, vec![event("s", 3)]);
+    assert_eq!(a[0].recorded_at, DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap());
+    assert_eq!(b[0].recorded_at, a[0].recorded_at);
+    assert_eq!(c[0].recorded_at, DateTime::<Utc>::from_timestamp(1_800_000_100, 0).unwrap());
+}
+
+#[test]
+fn limits_are_errors_not_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let empty = store.append(AppendRequest::default());
+    assert!(matches!(empty, Err(StoreError::InvalidAppend(_))));
+    let many = (0..=APPEND_EVENTS_MAX as u64).map(|n| event("s", n)).collect();
+    let too_many = store.append(AppendRequest { events: many, ..Default::default() });
+    assert!(matches!(too_many, Err(StoreError::LimitExceeded { what: "events in one append", .. })));
+    let mut big = event("s", 1);
+    big.data = RawValue::from_string(format!("\"{}\"", "x".repeat(EVENT_DATA_BYTES_MAX))).unwrap();
+    let too_big = store.append(AppendRequest { events: vec![big], ..Default::default() });
+    assert!(matches!(too_big, Err(StoreError::LimitExceeded { what: "event data bytes", .. })));
+    let mut nul = event("s", 1);
+    nul.stream = "member/\0".into();
+    assert!(matches!(
+        store.append(AppendRequest { events: vec![nul], ..Default::default() }),
+        Err(StoreError::InvalidAppend(_))
+    ));
+    assert_eq!(store.head(), 0);
+}
+
+#[test]
+fn a_restart_keeps_everything_and_continues_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = {
+        let store = open(dir.path());
+        append(&store, vec![event("a", 1), event("b", 2)])
+    };
+    let store = open(dir.path());
+    assert_eq!(store.read_log(0, 100).unwrap(), before);
+    let after = append(&store, vec![event("a", 3)]);
+    assert_eq!((after[0].position, after[0].version), (3, 2));
+    assert!(store.verify().unwrap().ok);
+}
+
+#[test]
+fn a_subscriber_sees_the_head_move() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(dir.path()));
+    let mut head = store.subscribe();
+    assert_eq!(*head.borrow_and_update(), 0);
+    let writer = {
+        let store = Arc::clone(&store);
+        std::thread::spawn(move || append(&store, vec![event("s", 1), event("s", 2)]))
+    };
+    let runtime = tokio_free_wait(&mut head);
+    writer.join().unwrap();
+    assert_eq!(runtime, 2);
+}
+
+/// Waits for a head change without an async runtime (the store's channels are runtime-agnostic).
+fn tokio_free_wait(head: &mut tokio::sync::watch::Receiver<u64>) -> u64 {
+    for _ in 0..500 {
+        if head.has_changed().unwrap() {
+            return *head.borrow_and_update();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("the head never moved");
+}
+
+fn damaged_store(damage: Damage, position: u64) -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        for n in 1..=5 {
+            append(&store, vec![event("member/a", n)]);
+        }
+    }
+    damage_record(dir.path(), position, damage).unwrap();
+    let store = open(dir.path());
+    (dir, store)
+}
+
+#[test]
+fn a_flipped_bit_is_found_by_verify_and_by_reads() {
+    let (_dir, store) = damaged_store(Damage::FlipBit, 3);
+    let report = store.verify().unwrap();
+    assert_eq!((report.ok, report.first_bad_position, report.checked), (false, Some(3), 2));
+    assert!(matches!(store.read_log(0, 10), Err(StoreError::Corrupt { position: 3, .. })));
+    assert!(matches!(store.event(3), Err(StoreError::Corrupt { position: 3, .. })));
+    assert!(matches!(store.read_stream("member/a", 1, 10), Err(StoreError::Corrupt { position: 3, .. })));
+    assert_eq!(store.read_log(3, 10).unwrap().len(), 2, "records after the damage still read");
+}
+
+#[test]
+fn a_truncated_record_is_found() {
+    let (_dir, store) = damaged_store(Damage::Truncate, 2);
+    assert_eq!(store.verify().unwrap().first_bad_position, Some(2));
+    assert!(matches!(store.event(2), Err(StoreError::Corrupt { position: 2, .. })));
+}
+
+#[test]
+fn a_forged_record_with_a_fresh_checksum_breaks_the_chain() {
+    let (_dir, store) = damaged_store(Damage::Rewrite { from: "alice".into(), to: "mallory".into() }, 4);
+    // The checksum matches, so reads accept the record; only the chain shows the forgery.
+    assert_eq!(store.event(4).unwrap().unwrap().actor, "mallory");
+    let report = store.verify().unwrap();
+    assert_eq!(report.first_bad_position, Some(4));
+    assert_eq!(report.detail.as_deref(), Some("hash chain broken"));
+}
+
+#[test]
+fn a_missing_record_is_a_gap() {
+    let (_dir, store) = damaged_store(Damage::Delete, 2);
+    assert_eq!(store.verify().unwrap().first_bad_position, Some(2));
+    assert!(matches!(store.read_log(0, 10), Err(StoreError::Corrupt { position: 2, .. })));
+}
+
+#[test]
+fn a_damaged_last_record_refuses_appends_but_not_reads() {
+    let (_dir, store) = damaged_store(Damage::FlipBit, 5);
+    assert!(matches!(
+        store.append(AppendRequest { events: vec![event("x", 1)], ..Default::default() }),
+        Err(StoreError::Poisoned(_))
+    ));
+    assert_eq!(store.verify().unwrap().first_bad_position, Some(5));
+    assert_eq!(store.read_log(0, 4).unwrap().len(), 4);
+    assert!(matches!(store.event(5), Err(StoreError::Corrupt { position: 5, .. })));
+}
