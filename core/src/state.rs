@@ -1,0 +1,415 @@
+//! The write model: what the rules need to know, folded from the log (`evolve`).
+//!
+//! [`World`] holds every branch and member as the rules see them now, plus the two indexes the
+//! rules need across aggregates (a transfer's member, a branch's home members). It is rebuilt by
+//! folding the log from position 1 and kept current by applying each appended event.
+//!
+//! Retraction: only a member's latest live event can be retracted, and every projection must then
+//! behave as if it had never happened. Undoing an arbitrary event in place is not possible in
+//! general, so a retraction refolds that one member from its stream (a few dozen events); the
+//! caller supplies the stream, which keeps this crate free of storage.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+
+use crate::event::{BranchKind, DiscoverySource, EventData, MemberStatus, RecordedEvent};
+use crate::ids::{BranchId, MemberId, StreamId, TransferId};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BranchState {
+    pub branch_id: BranchId,
+    pub name: String,
+    pub kind: BranchKind,
+    pub region: String,
+    pub parent_id: Option<BranchId>,
+    pub organizations: Vec<String>,
+    pub established_at: DateTime<Utc>,
+    pub dissolved_at: Option<DateTime<Utc>>,
+    pub successor_id: Option<BranchId>,
+    pub version: u64,
+    pub latest_effective: DateTime<Utc>,
+}
+
+impl BranchState {
+    pub fn is_dissolved(&self) -> bool {
+        self.dissolved_at.is_some()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenTransfer {
+    pub transfer_id: TransferId,
+    pub from_branch_id: BranchId,
+    pub to_branch_id: Option<BranchId>,
+    pub to_external: Option<String>,
+    pub letter_no: String,
+    pub valid_until: DateTime<Utc>,
+    pub initiated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mobility {
+    pub destination_region: String,
+    pub destination_organization: Option<String>,
+    /// Named at departure: only planned until the member reports there.
+    pub planned_inflow_branch_id: Option<BranchId>,
+    /// Where the member has reported (an arrival), and since when.
+    pub inflow_branch_id: Option<BranchId>,
+    pub arrived_at: Option<DateTime<Utc>>,
+    pub departed_at: DateTime<Utc>,
+    pub certificate_no: Option<String>,
+    pub expected_return: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pocket {
+    pub source: DiscoverySource,
+    pub since: DateTime<Utc>,
+}
+
+/// One member as the rules see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberState {
+    pub member_id: MemberId,
+    pub name: String,
+    pub status: MemberStatus,
+    /// The home branch (`None`: transferred out of the system, left, deceased, or a discovered
+    /// person not yet placed).
+    pub branch_id: Option<BranchId>,
+    /// Effective time of the event that made `branch_id` the home.
+    pub home_since: Option<DateTime<Utc>>,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub verified: bool,
+    pub pocket: Option<Pocket>,
+    pub contact_lost_since: Option<DateTime<Utc>>,
+    pub mobile: Option<Mobility>,
+    pub open_transfer: Option<OpenTransfer>,
+    /// Start of the current probation (registration or the latest extension).
+    pub probation_since: Option<DateTime<Utc>>,
+    /// The latest departure, arrival or restored contact (for `report_overdue`).
+    pub last_report_at: Option<DateTime<Utc>>,
+}
+
+/// A member stream: the member (if one exists: the creating event may have been retracted), and
+/// what retraction and the effective-time rule need.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MemberStream {
+    pub member: Option<MemberState>,
+    /// The stream's version (every event counts, retractions too): for `expected_version`.
+    pub version: u64,
+    /// The latest event that is neither a retraction nor retracted.
+    pub latest_live: Option<(u64, DateTime<Utc>)>,
+    /// Positions retracted so far.
+    pub retracted: Vec<u64>,
+}
+
+impl MemberStream {
+    /// The latest effective time of the live events (the effective-time rule's floor).
+    pub fn latest_effective(&self) -> Option<DateTime<Utc>> {
+        self.latest_live.map(|(_, at)| at)
+    }
+
+    /// Folds a whole stream, leaving out retracted events.
+    pub fn fold(history: &[RecordedEvent]) -> MemberStream {
+        let retracted: HashSet<u64> = history
+            .iter()
+            .filter_map(|event| match event.data {
+                EventData::EventRetracted { position, .. } => Some(position),
+                _ => None,
+            })
+            .collect();
+        let mut stream = MemberStream::default();
+        for event in history {
+            stream.version = event.version;
+            match event.data {
+                EventData::EventRetracted { position, .. } => stream.retracted.push(position),
+                _ if retracted.contains(&event.position) => {}
+                _ => stream.apply_live(event),
+            }
+        }
+        stream
+    }
+
+    /// `evolve` for one live member event.
+    fn apply_live(&mut self, event: &RecordedEvent) {
+        self.version = event.version;
+        let floor = self.latest_effective().map_or(event.effective_at, |at| at.max(event.effective_at));
+        self.latest_live = Some((event.position, floor));
+        let at = event.effective_at;
+        if let Some(created) = create_member(event) {
+            self.member = Some(created);
+            return;
+        }
+        let Some(member) = self.member.as_mut() else { return };
+        match &event.data {
+            EventData::MemberVerified { .. } => member.verified = true,
+            EventData::TransferInitiated {
+                transfer_id,
+                from_branch_id,
+                to_branch_id,
+                to_external,
+                letter_no,
+                valid_until,
+                ..
+            } => {
+                member.open_transfer = Some(OpenTransfer {
+                    transfer_id: *transfer_id,
+                    from_branch_id: *from_branch_id,
+                    to_branch_id: *to_branch_id,
+                    to_external: to_external.clone(),
+                    letter_no: letter_no.clone(),
+                    valid_until: *valid_until,
+                    initiated_at: at,
+                })
+            }
+            EventData::TransferCompleted { to_branch_id, .. } => {
+                member.open_transfer = None;
+                member.mobile = None;
+                member.pocket = None;
+                member.branch_id = *to_branch_id;
+                member.home_since = to_branch_id.map(|_| at);
+            }
+            EventData::TransferCancelled { .. } => member.open_transfer = None,
+            EventData::TransferExpired { .. } => member.open_transfer = None,
+            EventData::MemberReassigned { to_branch_id, .. } => {
+                member.branch_id = Some(*to_branch_id);
+                member.home_since = Some(at);
+            }
+            EventData::MemberDeparted {
+                destination_region,
+                destination_organization,
+                inflow_branch_id,
+                certificate_no,
+                expected_return,
+                ..
+            } => {
+                member.mobile = Some(Mobility {
+                    destination_region: destination_region.clone(),
+                    destination_organization: destination_organization.clone(),
+                    planned_inflow_branch_id: *inflow_branch_id,
+                    inflow_branch_id: None,
+                    arrived_at: None,
+                    departed_at: at,
+                    certificate_no: certificate_no.clone(),
+                    expected_return: *expected_return,
+                });
+                member.last_report_at = Some(at);
+            }
+            EventData::MemberArrived { inflow_branch_id, .. } => {
+                if let Some(mobile) = member.mobile.as_mut() {
+                    // Reporting again at the same branch does not restart the 6-month clock.
+                    if mobile.inflow_branch_id != Some(*inflow_branch_id) {
+                        mobile.inflow_branch_id = Some(*inflow_branch_id);
+                        mobile.arrived_at = Some(at);
+                    }
+                }
+                member.last_report_at = Some(at);
+            }
+            EventData::MemberReturned { .. } => member.mobile = None,
+            EventData::PocketMemberDiscovered { source, .. } => {
+                member.pocket = Some(Pocket { source: *source, since: at })
+            }
+            EventData::PocketMemberPlaced { branch_id, .. } => {
+                member.pocket = None;
+                member.branch_id = Some(*branch_id);
+                member.home_since = Some(at);
+            }
+            EventData::ContactLost { .. } => member.contact_lost_since = Some(at),
+            EventData::ContactRestored { .. } => {
+                member.contact_lost_since = None;
+                member.last_report_at = Some(at);
+            }
+            EventData::StatusChanged { to, .. } => {
+                member.status = *to;
+                member.probation_since = match to {
+                    MemberStatus::Probationary => Some(at),
+                    _ => None,
+                };
+                if to.is_final() {
+                    member.branch_id = None;
+                    member.home_since = None;
+                    member.mobile = None;
+                    member.pocket = None;
+                }
+            }
+            // Created above; branch events and retractions never reach a member fold.
+            EventData::MemberRegistered { .. }
+            | EventData::BranchEstablished { .. }
+            | EventData::BranchReclassified { .. }
+            | EventData::BranchDissolved { .. }
+            | EventData::EventRetracted { .. } => {}
+        }
+    }
+}
+
+/// The member a registration or a discovery of an unknown person creates.
+fn create_member(event: &RecordedEvent) -> Option<MemberState> {
+    let (member_id, name, status, branch_id, pocket) = match &event.data {
+        EventData::MemberRegistered { member_id, name, branch_id, status } => {
+            (*member_id, name.clone(), *status, Some(*branch_id), None)
+        }
+        EventData::PocketMemberDiscovered { member_id, source, name: Some(name), status, .. } => (
+            *member_id,
+            name.clone(),
+            status.unwrap_or(MemberStatus::Full),
+            None,
+            Some(Pocket { source: *source, since: event.effective_at }),
+        ),
+        _ => return None,
+    };
+    Some(MemberState {
+        member_id,
+        name,
+        status,
+        branch_id,
+        home_since: branch_id.map(|_| event.effective_at),
+        created_by: event.actor.clone(),
+        created_at: event.effective_at,
+        verified: false,
+        pocket,
+        contact_lost_since: None,
+        mobile: None,
+        open_transfer: None,
+        probation_since: (status == MemberStatus::Probationary).then_some(event.effective_at),
+        last_report_at: None,
+    })
+}
+
+/// Every branch and member, and the cross-aggregate indexes the rules need.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct World {
+    branches: HashMap<BranchId, BranchState>,
+    members: HashMap<MemberId, MemberStream>,
+    /// Every transfer ever issued → its member (so an unknown id is `not_found`, a closed one
+    /// `no_open_transfer`).
+    transfers: HashMap<TransferId, MemberId>,
+    /// A branch's home members (left and deceased members have no home).
+    homes: HashMap<BranchId, BTreeSet<MemberId>>,
+    /// The last position applied.
+    position: u64,
+}
+
+impl World {
+    pub fn branch(&self, id: BranchId) -> Option<&BranchState> {
+        self.branches.get(&id)
+    }
+
+    pub fn branches(&self) -> impl Iterator<Item = &BranchState> {
+        self.branches.values()
+    }
+
+    pub fn member_stream(&self, id: MemberId) -> Option<&MemberStream> {
+        self.members.get(&id)
+    }
+
+    /// A member that exists (its creating event stands).
+    pub fn member(&self, id: MemberId) -> Option<&MemberState> {
+        self.members.get(&id).and_then(|stream| stream.member.as_ref())
+    }
+
+    pub fn members(&self) -> impl Iterator<Item = &MemberState> {
+        self.members.values().filter_map(|stream| stream.member.as_ref())
+    }
+
+    pub fn transfer_member(&self, id: TransferId) -> Option<MemberId> {
+        self.transfers.get(&id).copied()
+    }
+
+    pub fn home_members(&self, branch: BranchId) -> impl Iterator<Item = MemberId> + '_ {
+        self.homes.get(&branch).into_iter().flatten().copied()
+    }
+
+    /// The version of a stream (0: none), for `expected_version` checks at the log.
+    pub fn stream_version(&self, stream: StreamId) -> u64 {
+        match stream {
+            StreamId::Member(id) => self.members.get(&id).map_or(0, |s| s.version),
+            StreamId::Branch(id) => self.branches.get(&id).map_or(0, |b| b.version),
+        }
+    }
+
+    /// The last position applied.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// `evolve`: applies one recorded event. A retraction needs the member's whole stream (this
+    /// one included), which `history` supplies; it is called for retractions only.
+    pub fn apply<F>(&mut self, event: &RecordedEvent, history: F)
+    where
+        F: FnOnce(MemberId) -> Vec<RecordedEvent>,
+    {
+        self.position = self.position.max(event.position);
+        match event.stream {
+            StreamId::Branch(id) => self.apply_branch(id, event),
+            StreamId::Member(id) => {
+                let before = self.members.get(&id).cloned().unwrap_or_default();
+                let after = match &event.data {
+                    EventData::EventRetracted { .. } => MemberStream::fold(&history(id)),
+                    _ => {
+                        let mut after = before.clone();
+                        after.apply_live(event);
+                        after
+                    }
+                };
+                self.reindex(id, &before, &after);
+                self.members.insert(id, after);
+            }
+        }
+    }
+
+    fn apply_branch(&mut self, id: BranchId, event: &RecordedEvent) {
+        match &event.data {
+            EventData::BranchEstablished { branch_id, name, kind, parent_id, region, organizations } => {
+                self.branches.insert(
+                    id,
+                    BranchState {
+                        branch_id: *branch_id,
+                        name: name.clone(),
+                        kind: *kind,
+                        region: region.clone(),
+                        parent_id: *parent_id,
+                        organizations: organizations.clone(),
+                        established_at: event.effective_at,
+                        dissolved_at: None,
+                        successor_id: None,
+                        version: event.version,
+                        latest_effective: event.effective_at,
+                    },
+                );
+            }
+            other => {
+                let Some(branch) = self.branches.get_mut(&id) else { return };
+                branch.version = event.version;
+                branch.latest_effective = branch.latest_effective.max(event.effective_at);
+                match other {
+                    EventData::BranchReclassified { kind, .. } => branch.kind = *kind,
+                    EventData::BranchDissolved { successor_id, .. } => {
+                        branch.dissolved_at = Some(event.effective_at);
+                        branch.successor_id = *successor_id;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn reindex(&mut self, id: MemberId, before: &MemberStream, after: &MemberStream) {
+        let home = |stream: &MemberStream| stream.member.as_ref().and_then(|m| m.branch_id);
+        let (old_home, new_home) = (home(before), home(after));
+        if old_home != new_home {
+            if let Some(old) = old_home {
+                if let Some(set) = self.homes.get_mut(&old) {
+                    set.remove(&id);
+                }
+            }
+            if let Some(new) = new_home {
+                self.homes.entry(new).or_default().insert(id);
+            }
+        }
+        if let Some(open) = after.member.as_ref().and_then(|m| m.open_transfer.as_ref()) {
+            self.transfers.insert(open.transfer_id, id);
+        }
+    }
+}
