@@ -1,8 +1,8 @@
-//! The key layout of the single sled tree. All integers are big-endian so that sled's byte order
+//! The key layout of the single sled tree: `e` + first position → a chunk of events,
+//! `i` + idempotency key → what that request appended. All integers are big-endian so that sled's byte order
 //! is numeric order.
 
 pub const EVENT_PREFIX: u8 = b'e';
-pub const STREAM_PREFIX: u8 = b's';
 pub const IDEMPOTENCY_PREFIX: u8 = b'i';
 
 /// `e` + position.
@@ -19,29 +19,6 @@ pub fn position_of_event_key(key: &[u8]) -> Option<u64> {
         return None;
     }
     Some(u64::from_be_bytes(key[1..].try_into().ok()?))
-}
-
-/// `s` + stream + `0x00`: the prefix of every index entry of one stream. Stream names never
-/// contain `0x00` (checked on append), so one stream's prefix is never another's.
-pub fn stream_prefix(stream: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(stream.len() + 10);
-    key.push(STREAM_PREFIX);
-    key.extend_from_slice(stream.as_bytes());
-    key.push(0);
-    key
-}
-
-/// `s` + stream + `0x00` + version.
-pub fn stream_key(stream: &str, version: u64) -> Vec<u8> {
-    let mut key = stream_prefix(stream);
-    key.extend_from_slice(&version.to_be_bytes());
-    key
-}
-
-/// The version at the end of a stream index key.
-pub fn version_of_stream_key(key: &[u8]) -> Option<u64> {
-    let tail = key.len().checked_sub(8)?;
-    Some(u64::from_be_bytes(key[tail..].try_into().ok()?))
 }
 
 /// `i` + key.
@@ -61,13 +38,5 @@ mod tests {
         assert!(event_key(255) < event_key(256));
         assert_eq!(position_of_event_key(&event_key(42)), Some(42));
         assert_eq!(position_of_event_key(b"s123"), None);
-    }
-
-    #[test]
-    fn one_stream_prefix_is_never_another_streams() {
-        let a = stream_key("member/a", 1);
-        assert!(a.starts_with(&stream_prefix("member/a")));
-        assert!(!a.starts_with(&stream_prefix("member/")));
-        assert_eq!(version_of_stream_key(&stream_key("x", 7)), Some(7));
     }
 }

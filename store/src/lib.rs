@@ -38,6 +38,8 @@
 //! request in order, writes the lot as one sled batch with one durable flush, then answers every
 //! caller. A request that fails its checks is answered at once and writes nothing.
 
+mod chunks;
+mod heads;
 pub mod keys;
 pub mod limits;
 mod record;

@@ -23,9 +23,9 @@ pub const QUEUE_REQUESTS_MAX: usize = 4_096;
 /// memory and the latency a single commit adds for the callers queued behind it.
 pub const COMMIT_EVENTS_MAX: usize = 50_000;
 
-/// Stream heads the writer keeps in memory; past this the cache is dropped and refilled from the
-/// stream index on demand (a correct, slower path), so memory stays bounded at province scale.
-pub const STREAM_HEADS_CACHED_MAX: usize = 1_000_000;
+/// Events between two snapshots of the stream heads. Bounds how much of the log an open after a
+/// crash replays (~1 s per million events); a snapshot costs ~100 bytes per stream to write.
+pub const HEADS_SNAPSHOT_EVERY_EVENTS: u64 = 2_000_000;
 
 /// Events returned by one page of [`crate::Store::read_log`] or [`crate::Store::read_stream`].
 pub const READ_PAGE_EVENTS_MAX: usize = 10_000;

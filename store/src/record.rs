@@ -1,9 +1,19 @@
-//! The envelope and its stored form: canonical bytes, checksum and chain hash.
+//! The envelope and its stored form: canonical bytes, chain hash, stream backlink, and the chunks
+//! that pack consecutive records into one sled value.
 //!
 //! The canonical bytes of an event are its envelope serialised as JSON without the `hash` field,
 //! exactly as stored; the chain hash is `SHA-256(previous hash ‖ canonical bytes)`, the first event
 //! chaining from 32 zero bytes. Because the stored bytes *are* the hashed bytes, verification never
 //! depends on re-serialising JSON the same way twice.
+//!
+//! Why chunks: sled 0.34 spends ~6 µs on every key it writes, plus ~6 ns per value byte (measured,
+//! BENCHMARKS.md), so one key per event caps the log near 100,000 events/s whatever the disk does.
+//! A chunk holds up to [`CHUNK_EVENTS_MAX`] consecutive events of one commit, LZ4-compressed
+//! (envelopes are repetitive JSON), under the key of its first position.
+//!
+//! Chunk value: `format (1) ‖ CRC-32 of the rest (4) ‖ first position (8) ‖ count (2) ‖ LZ4 block
+//! (uncompressed size prepended)`. Inside the block, each record is `length (4) ‖ chain hash (32)
+//! ‖ previous position of the same stream, 0 if none (8) ‖ canonical JSON`.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -16,8 +26,19 @@ use crate::{Result, StoreError};
 /// The hash the first event chains from.
 pub const GENESIS_HASH: [u8; 32] = [0; 32];
 
-const FORMAT_V1: u8 = 1;
-const HEADER_BYTES: usize = 1 + 4 + 32;
+/// Events in one chunk. Small enough that reading one event decompresses little, large enough
+/// that sled's per-key cost is spread thin.
+pub const CHUNK_EVENTS_MAX: usize = 64;
+
+/// Uncompressed bytes after which a chunk is sealed (a chunk may exceed it by one record).
+pub const CHUNK_BYTES_TARGET: usize = 32 * 1024;
+
+/// Uncompressed bytes a stored chunk may claim; anything larger is damage, not data.
+const CHUNK_RAW_BYTES_MAX: usize = CHUNK_BYTES_TARGET + crate::limits::EVENT_DATA_BYTES_MAX + 4096;
+
+const FORMAT_CHUNK_V1: u8 = 2;
+const CHUNK_HEADER_BYTES: usize = 1 + 4 + 8 + 2;
+const RECORD_HEADER_BYTES: usize = 4 + 32 + 8;
 
 /// An event as a caller hands it to [`crate::Store::append`]; the store adds position, version,
 /// `recorded_at` and hash.
@@ -94,17 +115,21 @@ struct CanonicalOwned {
     data: Box<RawValue>,
 }
 
+/// Just what rebuilding stream heads needs, borrowed (no allocation per event).
+#[derive(Deserialize)]
+struct StreamPart<'a> {
+    #[serde(borrow)]
+    stream: &'a str,
+    version: u64,
+}
+
 /// The stamps the writer gives an event.
 pub(crate) struct Stamp {
     pub position: u64,
     pub version: u64,
     pub recorded_at: DateTime<Utc>,
-}
-
-/// A record ready for sled, with the hash the next event chains from.
-pub(crate) struct Encoded {
-    pub bytes: Vec<u8>,
-    pub hash: [u8; 32],
+    /// The stream's previous event (0: this is its first).
+    pub previous_in_stream: u64,
 }
 
 pub(crate) fn chain_hash(previous: &[u8; 32], canonical: &[u8]) -> [u8; 32] {
@@ -114,118 +139,281 @@ pub(crate) fn chain_hash(previous: &[u8; 32], canonical: &[u8]) -> [u8; 32] {
     hasher.finalize().into()
 }
 
-fn checksum(rest: &[u8]) -> [u8; 4] {
-    crc32fast::hash(rest).to_be_bytes()
+/// Builds the chunks of one commit.
+#[derive(Default)]
+pub(crate) struct ChunkWriter {
+    first_position: u64,
+    count: usize,
+    raw: Vec<u8>,
+    sealed: Vec<(u64, Vec<u8>)>,
 }
 
-/// Encodes an event: canonical JSON, chain hash, checksum (computed before the bytes leave us —
-/// the disk-boundary assertion is paired with [`decode`] on every read).
-pub(crate) fn encode(event: &NewEvent, stamp: &Stamp, previous_hash: &[u8; 32]) -> Encoded {
-    let canonical = CanonicalRef {
-        position: stamp.position,
-        event_id: event.event_id,
-        stream: &event.stream,
-        version: stamp.version,
-        event_type: &event.event_type,
-        effective_at: &event.effective_at,
-        recorded_at: &stamp.recorded_at,
-        actor: &event.actor,
-        data: &event.data,
-    };
-    let mut bytes = Vec::with_capacity(HEADER_BYTES + 256 + event.data.get().len());
-    bytes.extend_from_slice(&[FORMAT_V1, 0, 0, 0, 0]);
-    bytes.extend_from_slice(&[0; 32]);
-    serde_json::to_writer(&mut bytes, &canonical).expect("serialising to a Vec cannot fail");
-    let hash = chain_hash(previous_hash, &bytes[HEADER_BYTES..]);
-    bytes[5..HEADER_BYTES].copy_from_slice(&hash);
-    let crc = checksum(&bytes[5..]);
-    bytes[1..5].copy_from_slice(&crc);
-    Encoded { bytes, hash }
+impl ChunkWriter {
+    /// Adds a record; returns its chain hash.
+    pub fn push(&mut self, event: &NewEvent, stamp: &Stamp, previous_hash: &[u8; 32]) -> [u8; 32] {
+        if self.count == 0 {
+            self.first_position = stamp.position;
+        }
+        debug_assert_eq!(
+            stamp.position,
+            self.first_position + self.count as u64,
+            "chunks hold consecutive events"
+        );
+        let canonical = CanonicalRef {
+            position: stamp.position,
+            event_id: event.event_id,
+            stream: &event.stream,
+            version: stamp.version,
+            event_type: &event.event_type,
+            effective_at: &event.effective_at,
+            recorded_at: &stamp.recorded_at,
+            actor: &event.actor,
+            data: &event.data,
+        };
+        let start = self.raw.len();
+        self.raw.extend_from_slice(&[0; RECORD_HEADER_BYTES]);
+        serde_json::to_writer(&mut self.raw, &canonical).expect("serialising to a Vec cannot fail");
+        let hash = chain_hash(previous_hash, &self.raw[start + RECORD_HEADER_BYTES..]);
+        let length = u32::try_from(self.raw.len() - start - 4).expect("a record is far below 4 GiB");
+        self.raw[start..start + 4].copy_from_slice(&length.to_be_bytes());
+        self.raw[start + 4..start + 36].copy_from_slice(&hash);
+        self.raw[start + 36..start + 44].copy_from_slice(&stamp.previous_in_stream.to_be_bytes());
+        self.count += 1;
+        if self.count == CHUNK_EVENTS_MAX || self.raw.len() >= CHUNK_BYTES_TARGET {
+            self.seal();
+        }
+        hash
+    }
+
+    fn seal(&mut self) {
+        if self.count == 0 {
+            return;
+        }
+        self.sealed.push((self.first_position, seal_chunk(self.first_position, self.count, &self.raw)));
+        self.raw.clear();
+        self.count = 0;
+    }
+
+    /// Every chunk of the commit, keyed by first position.
+    pub fn finish(mut self) -> Vec<(u64, Vec<u8>)> {
+        self.seal();
+        self.sealed
+    }
 }
 
-/// A record read back and checked: its checksum matched and its position is the key's.
-pub(crate) struct Decoded<'a> {
-    pub envelope: Envelope,
+/// Compresses a chunk's records and frames them with the header and checksum.
+fn seal_chunk(first_position: u64, count: usize, raw: &[u8]) -> Vec<u8> {
+    let compressed = lz4_flex::block::compress_prepend_size(raw);
+    let mut value = Vec::with_capacity(CHUNK_HEADER_BYTES + compressed.len());
+    value.push(FORMAT_CHUNK_V1);
+    value.extend_from_slice(&[0; 4]);
+    value.extend_from_slice(&first_position.to_be_bytes());
+    value.extend_from_slice(&u16::try_from(count).expect("at most CHUNK_EVENTS_MAX").to_be_bytes());
+    value.extend_from_slice(&compressed);
+    let crc = crc32fast::hash(&value[5..]).to_be_bytes();
+    value[1..5].copy_from_slice(&crc);
+    value
+}
+
+/// A stored chunk, checked and decompressed.
+pub(crate) struct Chunk {
+    pub first_position: u64,
+    raw: Vec<u8>,
+    /// Offset of each record in `raw`.
+    offsets: Vec<usize>,
+}
+
+/// One record of a chunk, borrowed.
+pub(crate) struct Record<'a> {
+    pub position: u64,
     pub hash: [u8; 32],
+    pub previous_in_stream: u64,
     pub canonical: &'a [u8],
 }
 
-/// Decodes a stored record, failing loudly (never panicking) on any damage.
-pub(crate) fn decode(position: u64, bytes: &[u8]) -> Result<Decoded<'_>> {
-    let corrupt = |detail: String| StoreError::Corrupt { position, detail };
-    if bytes.len() < HEADER_BYTES + 2 {
-        return Err(corrupt(format!("record is {} bytes, shorter than a header", bytes.len())));
+impl Chunk {
+    /// Checks and opens a stored chunk, failing loudly (never panicking) on any damage. A damaged
+    /// chunk is reported at its first position: the checksum covers the chunk as a whole.
+    pub fn decode(key_position: u64, value: &[u8]) -> Result<Chunk> {
+        let corrupt = |detail: String| StoreError::Corrupt { position: key_position, detail };
+        if value.len() < CHUNK_HEADER_BYTES + 4 {
+            return Err(corrupt(format!("chunk is {} bytes, shorter than a header", value.len())));
+        }
+        if value[0] != FORMAT_CHUNK_V1 {
+            return Err(corrupt(format!("unknown chunk format {}", value[0])));
+        }
+        if value[1..5] != crc32fast::hash(&value[5..]).to_be_bytes() {
+            return Err(corrupt("checksum mismatch".into()));
+        }
+        let first_position = u64::from_be_bytes(value[5..13].try_into().expect("8 bytes"));
+        let count = usize::from(u16::from_be_bytes(value[13..15].try_into().expect("2 bytes")));
+        if first_position != key_position || count == 0 || count > CHUNK_EVENTS_MAX {
+            return Err(corrupt(format!("chunk header claims {count} events from {first_position}")));
+        }
+        let compressed = &value[CHUNK_HEADER_BYTES..];
+        let claimed = u32::from_le_bytes(compressed[..4].try_into().expect("4 bytes")) as usize;
+        if claimed > CHUNK_RAW_BYTES_MAX {
+            return Err(corrupt(format!("chunk claims {claimed} uncompressed bytes")));
+        }
+        let raw = lz4_flex::block::decompress_size_prepended(compressed)
+            .map_err(|error| corrupt(format!("chunk does not decompress: {error}")))?;
+        let mut offsets = Vec::with_capacity(count);
+        let mut at = 0;
+        while at < raw.len() {
+            let length = raw
+                .get(at..at + 4)
+                .map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")) as usize)
+                .filter(|length| *length >= RECORD_HEADER_BYTES - 4 + 2 && at + 4 + length <= raw.len())
+                .ok_or_else(|| corrupt("record length runs past the chunk".into()))?;
+            offsets.push(at);
+            at += 4 + length;
+        }
+        if offsets.len() != count {
+            return Err(corrupt(format!("chunk holds {} records, header says {count}", offsets.len())));
+        }
+        Ok(Chunk { first_position, raw, offsets })
     }
-    if bytes[0] != FORMAT_V1 {
-        return Err(corrupt(format!("unknown record format {}", bytes[0])));
+
+    pub fn last_position(&self) -> u64 {
+        self.first_position + self.offsets.len() as u64 - 1
     }
-    if bytes[1..5] != checksum(&bytes[5..]) {
-        return Err(corrupt("checksum mismatch".into()));
+
+    pub fn contains(&self, position: u64) -> bool {
+        position >= self.first_position && position <= self.last_position()
     }
-    let hash: [u8; 32] = bytes[5..HEADER_BYTES].try_into().expect("slice of 32 bytes");
-    let canonical = &bytes[HEADER_BYTES..];
-    let owned: CanonicalOwned = serde_json::from_slice(canonical)
-        .map_err(|error| corrupt(format!("envelope does not parse: {error}")))?;
-    if owned.position != position {
-        return Err(corrupt(format!("record claims position {}", owned.position)));
+
+    pub fn record(&self, position: u64) -> Option<Record<'_>> {
+        let index = usize::try_from(position.checked_sub(self.first_position)?).ok()?;
+        let at = *self.offsets.get(index)?;
+        let length = u32::from_be_bytes(self.raw[at..at + 4].try_into().expect("checked at decode")) as usize;
+        Some(Record {
+            position,
+            hash: self.raw[at + 4..at + 36].try_into().expect("32 bytes"),
+            previous_in_stream: u64::from_be_bytes(self.raw[at + 36..at + 44].try_into().expect("8 bytes")),
+            canonical: &self.raw[at + RECORD_HEADER_BYTES..at + 4 + length],
+        })
     }
-    let envelope = Envelope {
-        position: owned.position,
-        event_id: owned.event_id,
-        stream: owned.stream,
-        version: owned.version,
-        event_type: owned.event_type,
-        effective_at: owned.effective_at,
-        recorded_at: owned.recorded_at,
-        actor: owned.actor,
-        data: owned.data,
-        hash: hex::encode(hash),
-    };
-    Ok(Decoded { envelope, hash, canonical })
+
+    pub fn records(&self) -> impl Iterator<Item = Record<'_>> {
+        (self.first_position..=self.last_position()).filter_map(|position| self.record(position))
+    }
+
+    /// The chunk framed again with each record's canonical bytes passed through `edit` and
+    /// hashes and backlinks kept: what a forger who knows the format would store (damage tests).
+    pub fn reframed(&self, mut edit: impl FnMut(u64, &[u8]) -> Vec<u8>) -> Vec<u8> {
+        let mut raw = Vec::new();
+        for record in self.records() {
+            let canonical = edit(record.position, record.canonical);
+            let length = u32::try_from(RECORD_HEADER_BYTES - 4 + canonical.len()).expect("small");
+            raw.extend_from_slice(&length.to_be_bytes());
+            raw.extend_from_slice(&record.hash);
+            raw.extend_from_slice(&record.previous_in_stream.to_be_bytes());
+            raw.extend_from_slice(&canonical);
+        }
+        seal_chunk(self.first_position, self.offsets.len(), &raw)
+    }
+}
+
+impl Record<'_> {
+    /// The served envelope; checks that the record is where it claims to be.
+    pub fn envelope(&self) -> Result<Envelope> {
+        let corrupt = |detail: String| StoreError::Corrupt { position: self.position, detail };
+        let owned: CanonicalOwned = serde_json::from_slice(self.canonical)
+            .map_err(|error| corrupt(format!("envelope does not parse: {error}")))?;
+        if owned.position != self.position {
+            return Err(corrupt(format!("record claims position {}", owned.position)));
+        }
+        Ok(Envelope {
+            position: owned.position,
+            event_id: owned.event_id,
+            stream: owned.stream,
+            version: owned.version,
+            event_type: owned.event_type,
+            effective_at: owned.effective_at,
+            recorded_at: owned.recorded_at,
+            actor: owned.actor,
+            data: owned.data,
+            hash: hex::encode(self.hash),
+        })
+    }
+
+    /// The record's stream and version, without building the envelope.
+    pub fn stream_and_version(&self) -> Result<(&str, u64)> {
+        let part: StreamPart<'_> =
+            serde_json::from_slice(self.canonical).map_err(|error| StoreError::Corrupt {
+                position: self.position,
+                detail: format!("envelope does not parse: {error}"),
+            })?;
+        Ok((part.stream, part.version))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn sample() -> NewEvent {
+    fn sample(n: u64) -> NewEvent {
         NewEvent {
             event_id: Uuid::nil(),
             stream: "member/x".into(),
             event_type: "member_verified".into(),
             effective_at: DateTime::from_timestamp(1_790_000_000, 0).unwrap(),
             actor: "alice".into(),
-            data: RawValue::from_string(r#"{"member_id":"x","名":"张三"}"#.into()).unwrap(),
+            data: RawValue::from_string(format!(r#"{{"n":{n},"名":"张三"}}"#)).unwrap(),
         }
     }
 
-    fn stamp() -> Stamp {
-        Stamp { position: 7, version: 2, recorded_at: DateTime::from_timestamp(1_790_000_001, 0).unwrap() }
+    fn stamp(position: u64) -> Stamp {
+        Stamp {
+            position,
+            version: position,
+            recorded_at: DateTime::from_timestamp(1_790_000_001, 0).unwrap(),
+            previous_in_stream: position - 1,
+        }
+    }
+
+    fn chunks(count: u64) -> Vec<(u64, Vec<u8>)> {
+        let mut writer = ChunkWriter::default();
+        let mut previous = GENESIS_HASH;
+        for position in 7..7 + count {
+            previous = writer.push(&sample(position), &stamp(position), &previous);
+        }
+        writer.finish()
     }
 
     #[test]
-    fn a_record_round_trips_and_chains_from_its_predecessor() {
-        let encoded = encode(&sample(), &stamp(), &GENESIS_HASH);
-        let decoded = decode(7, &encoded.bytes).unwrap();
-        assert_eq!(decoded.hash, encoded.hash);
-        assert_eq!(decoded.hash, chain_hash(&GENESIS_HASH, decoded.canonical));
-        assert_eq!(decoded.envelope.data.get(), r#"{"member_id":"x","名":"张三"}"#);
-        assert_eq!(decoded.envelope.version, 2);
-        let text = std::str::from_utf8(decoded.canonical).unwrap();
+    fn records_round_trip_through_chunks_and_chain() {
+        let sealed = chunks(100);
+        assert_eq!(sealed.iter().map(|(first, _)| *first).collect::<Vec<_>>(), vec![7, 71]);
+        let mut previous = GENESIS_HASH;
+        for (first, value) in &sealed {
+            let chunk = Chunk::decode(*first, value).unwrap();
+            for record in chunk.records() {
+                assert_eq!(record.hash, chain_hash(&previous, record.canonical));
+                assert_eq!(record.previous_in_stream, record.position - 1);
+                let envelope = record.envelope().unwrap();
+                assert_eq!(envelope.position, record.position);
+                assert_eq!(envelope.data.get(), format!(r#"{{"n":{},"名":"张三"}}"#, record.position));
+                previous = record.hash;
+            }
+        }
+        let text = std::str::from_utf8(Chunk::decode(7, &sealed[0].1).unwrap().record(7).unwrap().canonical)
+            .unwrap()
+            .to_owned();
         assert!(text.starts_with(r#"{"position":7,"event_id":"#), "{text}");
-        assert!(text.contains(r#""effective_at":"2026-09-21T"#), "{text}");
+        assert!(text.contains(r#""effective_at":"2026-09-21T14:13:20Z""#), "{text}");
     }
 
     #[test]
     fn damage_is_reported_not_panicked() {
-        let encoded = encode(&sample(), &stamp(), &GENESIS_HASH);
-        let mut flipped = encoded.bytes.clone();
+        let (first, value) = chunks(3).remove(0);
+        let mut flipped = value.clone();
         let last = flipped.len() - 3;
         flipped[last] ^= 0x20;
-        assert!(matches!(decode(7, &flipped), Err(StoreError::Corrupt { position: 7, .. })));
-        for cut in [0, 3, 40, encoded.bytes.len() - 1] {
-            assert!(matches!(decode(7, &encoded.bytes[..cut]), Err(StoreError::Corrupt { .. })));
+        assert!(matches!(Chunk::decode(first, &flipped), Err(StoreError::Corrupt { position: 7, .. })));
+        for cut in [0, 3, 20, value.len() - 1] {
+            assert!(matches!(Chunk::decode(first, &value[..cut]), Err(StoreError::Corrupt { .. })));
         }
-        assert!(matches!(decode(8, &encoded.bytes), Err(StoreError::Corrupt { position: 8, .. })));
+        assert!(matches!(Chunk::decode(8, &value), Err(StoreError::Corrupt { position: 8, .. })));
     }
 }

@@ -5,15 +5,17 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::chunks::{self, chunk_at, required_chunk};
+use crate::heads::{self, HeadMap};
 use crate::keys;
 use crate::limits::*;
-use crate::record::{self, Envelope, NewEvent, GENESIS_HASH};
+use crate::record::{self, Chunk, Envelope, NewEvent, GENESIS_HASH};
 use crate::writer::{HeadState, Job, Writer};
 use crate::{Result, StoreError};
 
@@ -90,6 +92,8 @@ pub struct VerifyReport {
 /// State shared by the handle and the writer thread.
 pub(crate) struct Shared {
     pub tree: sled::Tree,
+    /// Every stream's durable head. Written only by the writer, after a commit is durable.
+    pub heads: RwLock<HeadMap>,
     pub committed_head: AtomicU64,
     pub head_watch: watch::Sender<u64>,
 }
@@ -117,16 +121,32 @@ impl Store {
             .flush_every_ms(None)
             .open()?;
         let tree = db.open_tree("log")?;
-        let (head, committed, damage) = match load_head(&tree) {
+        let (head, committed, mut damage) = match load_head(&tree) {
             Ok(head) => {
                 let committed = head.next_position - 1;
                 (head, committed, None)
             }
             // Reads still reach every stored record (and report the damage); appends are refused.
-            Err(error) => (HeadState::empty(), last_stored_position(&tree), Some(error.to_string())),
+            Err(error) => (HeadState::empty(), last_chunk_position(&tree), Some(error.to_string())),
+        };
+        let stream_heads = match heads::load(&path, &tree, committed) {
+            Ok((stream_heads, None)) => stream_heads,
+            Ok((stream_heads, Some(error))) => {
+                damage.get_or_insert(error.to_string());
+                stream_heads
+            }
+            Err(error) => {
+                damage.get_or_insert(error.to_string());
+                HeadMap::new()
+            }
         };
         let (head_watch, _) = watch::channel(committed);
-        let shared = Arc::new(Shared { tree, committed_head: AtomicU64::new(committed), head_watch });
+        let shared = Arc::new(Shared {
+            tree,
+            heads: RwLock::new(stream_heads),
+            committed_head: AtomicU64::new(committed),
+            head_watch,
+        });
         let (sender, receiver) = mpsc::channel(QUEUE_REQUESTS_MAX);
         let writer = Writer::new(db, &path, Arc::clone(&shared), head, options.clock, damage)?;
         let writer = std::thread::Builder::new()
@@ -177,24 +197,13 @@ impl Store {
     /// Events after `after`, in position order, at most `limit` (capped at
     /// [`READ_PAGE_EVENTS_MAX`]).
     pub fn read_log(&self, after: u64, limit: usize) -> Result<Vec<Envelope>> {
-        let head = self.head();
-        let limit = limit.min(READ_PAGE_EVENTS_MAX);
-        if after >= head || limit == 0 {
-            return Ok(Vec::new());
-        }
-        let range = keys::event_key(after + 1)..=keys::event_key(head);
-        let mut events = Vec::with_capacity(limit.min((head - after) as usize));
-        let mut expected = after + 1;
-        for entry in self.shared.tree.range(range).take(limit) {
-            let (key, value) = entry?;
-            let position = keys::position_of_event_key(&key)
-                .ok_or_else(|| StoreError::Corrupt { position: expected, detail: "bad key".into() })?;
-            if position != expected {
-                return Err(StoreError::Corrupt { position: expected, detail: "record missing".into() });
-            }
-            events.push(record::decode(position, &value)?.envelope);
-            expected += 1;
-        }
+        let limit = limit.min(READ_PAGE_EVENTS_MAX) as u64;
+        let until = self.head().min(after.saturating_add(limit));
+        let mut events = Vec::with_capacity(until.saturating_sub(after) as usize);
+        chunks::for_each_record(&self.shared.tree, after, until, |record| {
+            events.push(record.envelope()?);
+            Ok(())
+        })?;
         Ok(events)
     }
 
@@ -203,47 +212,44 @@ impl Store {
         if position == 0 || position > self.head() {
             return Ok(None);
         }
-        match self.shared.tree.get(keys::event_key(position))? {
-            Some(bytes) => Ok(Some(record::decode(position, &bytes)?.envelope)),
-            None => Err(StoreError::Corrupt { position, detail: "record missing".into() }),
-        }
+        let chunk = required_chunk(&self.shared.tree, position)?;
+        let record = chunk.record(position).expect("the chunk holds the position");
+        Ok(Some(record.envelope()?))
     }
 
     /// A stream's events from `from_version` on (versions start at 1), at most `limit`.
+    ///
+    /// Walks the stream's backlinks from its head, so it costs one chunk read per event at most
+    /// (consecutive events of a stream often share a chunk).
     pub fn read_stream(&self, stream: &str, from_version: u64, limit: usize) -> Result<Vec<Envelope>> {
-        let head = self.head();
-        let limit = limit.min(READ_PAGE_EVENTS_MAX);
-        let start = keys::stream_key(stream, from_version.max(1));
-        let end = keys::stream_key(stream, u64::MAX);
+        let Some(head) = self.shared.heads.read().expect("heads lock").get(stream).copied() else {
+            return Ok(Vec::new());
+        };
+        let from_version = from_version.max(1);
         let mut events = Vec::new();
-        for entry in self.shared.tree.range(start..=end) {
-            if events.len() >= limit {
-                break;
+        let mut chunk: Option<Chunk> = None;
+        let (mut position, mut version) = (head.position, head.version);
+        while position != 0 && version >= from_version {
+            if !chunk.as_ref().is_some_and(|chunk| chunk.contains(position)) {
+                chunk = Some(required_chunk(&self.shared.tree, position)?);
             }
-            let (_, value) = entry?;
-            let position = position_from_index(&value)?;
-            if position > head {
-                break; // written by a commit that is not durable yet
+            let record = chunk.as_ref().and_then(|chunk| chunk.record(position)).expect("the chunk holds it");
+            let envelope = record.envelope()?;
+            if envelope.stream != stream || envelope.version != version {
+                return Err(StoreError::Corrupt { position, detail: "stream backlink is damaged".into() });
             }
-            match self.shared.tree.get(keys::event_key(position))? {
-                Some(bytes) => events.push(record::decode(position, &bytes)?.envelope),
-                None => return Err(StoreError::Corrupt { position, detail: "record missing".into() }),
-            }
+            position = record.previous_in_stream;
+            version -= 1;
+            events.push(envelope);
         }
+        events.reverse();
+        events.truncate(limit.min(READ_PAGE_EVENTS_MAX));
         Ok(events)
     }
 
     /// The version of a stream's last durable event (0 when it has none).
     pub fn stream_version(&self, stream: &str) -> Result<u64> {
-        let head = self.head();
-        let prefix = keys::stream_prefix(stream);
-        for entry in self.shared.tree.scan_prefix(&prefix).rev() {
-            let (key, value) = entry?;
-            if position_from_index(&value)? <= head {
-                return Ok(keys::version_of_stream_key(&key).unwrap_or(0));
-            }
-        }
-        Ok(0)
+        Ok(self.shared.heads.read().expect("heads lock").get(stream).map_or(0, |head| head.version))
     }
 
     /// What a request with this idempotency key appended before: `Some(events)` when the key was
@@ -262,38 +268,45 @@ impl Store {
         read_positions(&self.shared.tree, first, count)
     }
 
-    /// Recomputes every record's checksum and the hash chain from position 1, stopping at the
-    /// first damage (a bad checksum, a gap, a record in the wrong place, or a broken chain).
+    /// Recomputes every chunk's checksum, the hash chain and the stream backlinks from position
+    /// 1, stopping at the first damage (a bad checksum, a gap, a record in the wrong place, a
+    /// broken chain or backlink). A damaged chunk is reported at its first position.
     pub fn verify(&self) -> Result<VerifyReport> {
         let mut previous = GENESIS_HASH;
-        let mut expected = 1u64;
-        let bad = |position: u64, checked: u64, detail: String| VerifyReport {
-            ok: false,
-            checked,
-            first_bad_position: Some(position),
-            detail: Some(detail),
-        };
-        let range = keys::event_key(0)..=keys::event_key(u64::MAX);
-        for entry in self.shared.tree.range(range) {
-            let (key, value) = entry?;
-            let checked = expected - 1;
-            let Some(position) = keys::position_of_event_key(&key) else {
-                return Ok(bad(expected, checked, "unreadable key".into()));
-            };
-            if position != expected {
-                return Ok(bad(expected, checked, format!("record missing (next stored is {position})")));
+        let mut checked = 0u64;
+        let mut streams: std::collections::HashMap<String, (u64, u64)> = Default::default();
+        let last = last_chunk_position(&self.shared.tree).max(self.head());
+        let mut failure = None;
+        let outcome = chunks::for_each_record(&self.shared.tree, 0, u64::MAX, |record| {
+            let fail =
+                |detail: &str| StoreError::Corrupt { position: record.position, detail: detail.into() };
+            if record::chain_hash(&previous, record.canonical) != record.hash {
+                return Err(fail("hash chain broken"));
             }
-            let decoded = match record::decode(position, &value) {
-                Ok(decoded) => decoded,
-                Err(error) => return Ok(bad(position, checked, error.to_string())),
-            };
-            if record::chain_hash(&previous, decoded.canonical) != decoded.hash {
-                return Ok(bad(position, checked, "hash chain broken".into()));
+            let (stream, version) = record.stream_and_version()?;
+            let (last_version, last_position) = streams.get(stream).copied().unwrap_or((0, 0));
+            if version != last_version + 1 || record.previous_in_stream != last_position {
+                return Err(fail("stream version or backlink broken"));
             }
-            previous = decoded.hash;
-            expected += 1;
+            record.envelope()?;
+            streams.insert(stream.to_owned(), (version, record.position));
+            previous = record.hash;
+            checked = record.position;
+            Ok(())
+        });
+        match outcome {
+            Ok(()) => {}
+            // The scan runs to u64::MAX: running out of records past the last one is the end.
+            Err(StoreError::Corrupt { position, .. }) if position == checked + 1 && position > last => {}
+            Err(StoreError::Corrupt { position, detail }) => failure = Some((position, detail)),
+            Err(other) => return Err(other),
         }
-        Ok(VerifyReport { ok: true, checked: expected - 1, first_bad_position: None, detail: None })
+        Ok(match failure {
+            None => VerifyReport { ok: true, checked, first_bad_position: None, detail: None },
+            Some((position, detail)) => {
+                VerifyReport { ok: false, checked, first_bad_position: Some(position), detail: Some(detail) }
+            }
+        })
     }
 }
 
@@ -353,23 +366,18 @@ fn check_name(name: &str, what: &'static str) -> Result<()> {
     Ok(())
 }
 
-fn position_from_index(value: &[u8]) -> Result<u64> {
-    let bytes: [u8; 8] = value
-        .try_into()
-        .map_err(|_| StoreError::Corrupt { position: 0, detail: "stream index entry is damaged".into() })?;
-    Ok(u64::from_be_bytes(bytes))
-}
-
 pub(crate) fn read_positions(tree: &sled::Tree, first: u64, count: u32) -> Result<Vec<Envelope>> {
-    (first..first + u64::from(count))
-        .map(|position| match tree.get(keys::event_key(position))? {
-            Some(bytes) => Ok(record::decode(position, &bytes)?.envelope),
-            None => Err(StoreError::Corrupt { position, detail: "record missing".into() }),
-        })
-        .collect()
+    let mut events = Vec::with_capacity(count as usize);
+    chunks::for_each_record(tree, first - 1, first - 1 + u64::from(count), |record| {
+        events.push(record.envelope()?);
+        Ok(())
+    })?;
+    Ok(events)
 }
 
-fn last_stored_position(tree: &sled::Tree) -> u64 {
+/// The first position of the last stored chunk (0 when none): where reads must reach when the
+/// last chunk cannot be opened.
+fn last_chunk_position(tree: &sled::Tree) -> u64 {
     let range = keys::event_key(0)..=keys::event_key(u64::MAX);
     match tree.range(range).next_back() {
         Some(Ok((key, _))) => keys::position_of_event_key(&key).unwrap_or(0),
@@ -379,19 +387,17 @@ fn last_stored_position(tree: &sled::Tree) -> u64 {
 
 /// Reads the last record to learn where the log stands.
 fn load_head(tree: &sled::Tree) -> Result<HeadState> {
-    let range = keys::event_key(0)..=keys::event_key(u64::MAX);
-    match tree.range(range).next_back() {
-        None => Ok(HeadState::empty()),
-        Some(entry) => {
-            let (key, value) = entry?;
-            let position = keys::position_of_event_key(&key)
-                .ok_or_else(|| StoreError::Corrupt { position: 0, detail: "bad key".into() })?;
-            let decoded = record::decode(position, &value)?;
-            Ok(HeadState {
-                next_position: position + 1,
-                last_hash: decoded.hash,
-                last_recorded_at: decoded.envelope.recorded_at,
-            })
-        }
+    let last = last_chunk_position(tree);
+    if last == 0 {
+        return Ok(HeadState::empty());
     }
+    let chunk = chunk_at(tree, last)?
+        .ok_or(StoreError::Corrupt { position: last, detail: "chunk missing".into() })?;
+    let record = chunk.record(chunk.last_position()).expect("a chunk holds its last position");
+    let envelope = record.envelope()?;
+    Ok(HeadState {
+        next_position: record.position + 1,
+        last_hash: record.hash,
+        last_recorded_at: envelope.recorded_at,
+    })
 }

@@ -1,50 +1,49 @@
-//! Helpers for damage tests: they open a closed store's sled files directly and alter one record,
-//! the way a bad disk or a hand edit would. Not part of the API; never used by the product.
+//! Helpers for damage tests: they open a closed store's sled files directly and alter the chunk
+//! holding one position, the way a bad disk or a hand edit would. Not part of the API; never
+//! used by the product.
 
 use std::path::Path;
 
+use crate::chunks::required_chunk;
 use crate::keys;
-use crate::{Result, StoreError};
+use crate::Result;
 
-/// How to damage a record.
+/// How to damage the chunk holding a position.
 pub enum Damage {
-    /// Flip one bit of the envelope JSON; the checksum no longer matches.
+    /// Flip one bit; the checksum no longer matches.
     FlipBit,
-    /// Cut the record short.
+    /// Cut the chunk short.
     Truncate,
-    /// Replace `from` by `to` in the envelope JSON and recompute the checksum, as a forger
-    /// would: only the hash chain can tell.
+    /// Replace `from` by `to` in that position's envelope JSON and frame the chunk again with a
+    /// fresh checksum, as a forger would: only the hash chain can tell.
     Rewrite { from: String, to: String },
-    /// Remove the record.
+    /// Remove the chunk.
     Delete,
 }
 
-/// Damages the record at `position` of the (closed) store in `dir`.
+/// Damages the chunk holding `position` in the (closed) store in `dir`.
 pub fn damage_record(dir: &Path, position: u64, damage: Damage) -> Result<()> {
     let db = sled::Config::new().path(dir).open()?;
     let tree = db.open_tree("log")?;
-    let key = keys::event_key(position);
-    let mut bytes = tree
-        .get(key)?
-        .ok_or(StoreError::Corrupt { position, detail: "no such record to damage".into() })?
-        .to_vec();
+    let chunk = required_chunk(&tree, position)?;
+    let key = keys::event_key(chunk.first_position);
+    let mut value = tree.get(key)?.expect("the chunk was just read").to_vec();
     match damage {
         Damage::FlipBit => {
-            let last = bytes.len() - 2;
-            bytes[last] ^= 0x01;
-            tree.insert(key, bytes)?;
+            let last = value.len() - 2;
+            value[last] ^= 0x01;
+            tree.insert(key, value)?;
         }
         Damage::Truncate => {
-            bytes.truncate(bytes.len() / 2);
-            tree.insert(key, bytes)?;
+            value.truncate(value.len() / 2);
+            tree.insert(key, value)?;
         }
         Damage::Rewrite { from, to } => {
-            let text = String::from_utf8_lossy(&bytes[37..]).replace(&from, &to);
-            bytes.truncate(37);
-            bytes.extend_from_slice(text.as_bytes());
-            let crc = crc32fast::hash(&bytes[5..]).to_be_bytes();
-            bytes[1..5].copy_from_slice(&crc);
-            tree.insert(key, bytes)?;
+            let forged = chunk.reframed(|at, canonical| {
+                let text = String::from_utf8_lossy(canonical);
+                if at == position { text.replace(&from, &to) } else { text.into_owned() }.into_bytes()
+            });
+            tree.insert(key, forged)?;
         }
         Damage::Delete => {
             tree.remove(key)?;

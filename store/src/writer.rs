@@ -14,9 +14,10 @@ use std::sync::Arc;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::heads::{self, Head};
 use crate::keys;
-use crate::limits::{COMMIT_EVENTS_MAX, STREAM_HEADS_CACHED_MAX};
-use crate::record::{self, Envelope, Stamp, GENESIS_HASH};
+use crate::limits::{COMMIT_EVENTS_MAX, HEADS_SNAPSHOT_EVERY_EVENTS};
+use crate::record::{ChunkWriter, Envelope, Stamp, GENESIS_HASH};
 use crate::store::{read_positions, AppendRequest, Appended, Clock, Shared};
 use crate::{Result, StoreError};
 
@@ -122,11 +123,13 @@ impl DurableFiles {
 
 pub(crate) struct Writer {
     db: sled::Db,
+    dir: PathBuf,
     shared: Arc<Shared>,
     files: DurableFiles,
     head: HeadState,
-    stream_heads: HashMap<String, u64>,
     clock: Clock,
+    /// Events appended since the last heads snapshot.
+    since_snapshot: u64,
     /// Set after a storage error or when the log was found damaged at open: the state on disk is
     /// no longer known to match ours, so every later append is refused.
     poisoned: Option<String>,
@@ -144,9 +147,10 @@ enum Staged {
 /// The log as it will stand once the commit being built is written.
 struct Pending {
     head: HeadState,
-    stream_heads: HashMap<String, u64>,
+    stream_heads: HashMap<String, Head>,
     keys: HashMap<String, ([u8; 32], usize)>,
-    batch: sled::Batch,
+    chunks: ChunkWriter,
+    idempotency: Vec<(Vec<u8>, [u8; SEEN_KEY_BYTES])>,
     writes: usize,
 }
 
@@ -162,10 +166,11 @@ impl Writer {
         Ok(Writer {
             files: DurableFiles::open(dir)?,
             db,
+            dir: dir.to_path_buf(),
             shared,
             head,
-            stream_heads: HashMap::new(),
             clock,
+            since_snapshot: 0,
             poisoned: damage.map(|damage| format!("the log is damaged ({damage}); run verify")),
         })
     }
@@ -184,8 +189,27 @@ impl Writer {
                 }
             }
             self.commit(jobs);
+            if self.since_snapshot >= HEADS_SNAPSHOT_EVERY_EVENTS {
+                self.snapshot_heads();
+            }
+        }
+        if self.since_snapshot > 0 {
+            self.snapshot_heads();
         }
         let _ = self.db.flush();
+    }
+
+    /// Writes the heads snapshot. A failure costs only a longer replay at the next open, so it is
+    /// reported and the log carries on.
+    fn snapshot_heads(&mut self) {
+        if self.poisoned.is_some() {
+            return;
+        }
+        let heads = self.shared.heads.read().expect("heads lock");
+        match heads::write_snapshot(&self.dir, self.head.next_position - 1, &heads) {
+            Ok(()) => self.since_snapshot = 0,
+            Err(error) => eprintln!("flowbook-store: could not write the heads snapshot: {error}"),
+        }
     }
 
     fn commit(&mut self, jobs: Vec<Job>) {
@@ -204,47 +228,68 @@ impl Writer {
             head: self.head.clone(),
             stream_heads: HashMap::new(),
             keys: HashMap::new(),
-            batch: sled::Batch::default(),
+            chunks: ChunkWriter::default(),
+            idempotency: Vec::new(),
             writes: 0,
         };
         let mut staged = Vec::with_capacity(jobs.len());
-        for (index, job) in jobs.iter().enumerate() {
+        let mut replies = Vec::with_capacity(jobs.len());
+        for (index, job) in jobs.into_iter().enumerate() {
             let outcome =
-                self.stage(&job.request, index, recorded_at, &mut pending).unwrap_or_else(Staged::Failed);
+                self.stage(job.request, index, recorded_at, &mut pending).unwrap_or_else(Staged::Failed);
             staged.push(outcome);
+            replies.push(job.reply);
         }
-        let durable = if pending.writes == 0 { Ok(()) } else { self.write_durably(pending.batch) };
+        let durable = if pending.writes == 0 {
+            Ok(())
+        } else {
+            let mut batch = sled::Batch::default();
+            for (first, chunk) in pending.chunks.finish() {
+                batch.insert(&keys::event_key(first), chunk);
+            }
+            for (key, seen) in pending.idempotency {
+                batch.insert(key, &seen[..]);
+            }
+            self.write_durably(batch)
+        };
         if let Err(error) = &durable {
             self.poisoned = Some(error.to_string());
         } else {
+            self.since_snapshot += pending.writes as u64;
             self.head = pending.head;
-            if self.stream_heads.len() + pending.stream_heads.len() > STREAM_HEADS_CACHED_MAX {
-                self.stream_heads.clear();
+            let mut heads = self.shared.heads.write().expect("heads lock");
+            for (stream, head) in pending.stream_heads {
+                heads.insert(stream.into_boxed_str(), head);
             }
-            self.stream_heads.extend(pending.stream_heads);
+            drop(heads);
             let committed = self.head.next_position - 1;
             self.shared.committed_head.store(committed, Ordering::Release);
             self.shared.head_watch.send_replace(committed);
         }
-        let written: Vec<Option<Vec<Envelope>>> = staged
+        // Replays of a request written in this same commit get a copy of its events; nothing else
+        // is copied.
+        let replayed_in_commit: HashMap<usize, Vec<Envelope>> = staged
             .iter()
-            .map(|outcome| match outcome {
-                Staged::Written(events) => Some(events.clone()),
+            .filter_map(|outcome| match outcome {
+                Staged::ReplayOfPending(first) => match &staged[*first] {
+                    Staged::Written(events) => Some((*first, events.clone())),
+                    _ => None,
+                },
                 _ => None,
             })
             .collect();
-        for (job, outcome) in jobs.into_iter().zip(staged) {
+        for (reply, outcome) in replies.into_iter().zip(staged) {
             let answer = match (outcome, &durable) {
                 (Staged::Failed(error), _) => Err(error),
                 (_, Err(error)) => Err(StoreError::Io(error.to_string())),
                 (Staged::Written(events), Ok(())) => Ok(Appended::Written(events)),
                 (Staged::Replayed(events), Ok(())) => Ok(Appended::Replayed(events)),
                 (Staged::ReplayOfPending(first), Ok(())) => {
-                    Ok(Appended::Replayed(written[first].clone().unwrap_or_default()))
+                    Ok(Appended::Replayed(replayed_in_commit.get(&first).cloned().unwrap_or_default()))
                 }
             };
             // A caller that gave up waiting is not an error of the log.
-            let _ = job.reply.send(answer);
+            let _ = reply.send(answer);
         }
     }
 
@@ -252,7 +297,7 @@ impl Writer {
     /// before the first write is staged, so a refused request stages nothing.
     fn stage(
         &mut self,
-        request: &AppendRequest,
+        request: AppendRequest,
         index: usize,
         recorded_at: DateTime<Utc>,
         pending: &mut Pending,
@@ -274,7 +319,7 @@ impl Writer {
             }
         }
         for (stream, expected) in &request.expected_versions {
-            let actual = self.stream_version(stream, pending)?;
+            let actual = self.stream_head(stream, pending).version;
             if actual != *expected {
                 return Err(StoreError::VersionConflict {
                     stream: stream.clone(),
@@ -283,72 +328,53 @@ impl Writer {
                 });
             }
         }
-        // The versions of every stream this request touches, read before anything is staged.
-        let mut versions: HashMap<&str, u64> = HashMap::new();
-        for event in &request.events {
-            if !versions.contains_key(event.stream.as_str()) {
-                versions.insert(&event.stream, self.stream_version(&event.stream, pending)?);
-            }
-        }
+        // Every check is done: from here on the request is staged whole.
         let first_position = pending.head.next_position;
+        let count = u32::try_from(request.events.len()).expect("bounded by APPEND_EVENTS_MAX");
         let mut envelopes = Vec::with_capacity(request.events.len());
-        for event in &request.events {
-            let version = versions.get_mut(event.stream.as_str()).expect("read above");
-            *version += 1;
-            let stamp = Stamp { position: pending.head.next_position, version: *version, recorded_at };
-            let encoded = record::encode(event, &stamp, &pending.head.last_hash);
-            pending.batch.insert(&keys::event_key(stamp.position), encoded.bytes);
-            pending
-                .batch
-                .insert(keys::stream_key(&event.stream, stamp.version), &stamp.position.to_be_bytes());
+        for event in request.events {
+            let previous = self.stream_head(&event.stream, pending);
+            let stamp = Stamp {
+                position: pending.head.next_position,
+                version: previous.version + 1,
+                recorded_at,
+                previous_in_stream: previous.position,
+            };
+            let hash = pending.chunks.push(&event, &stamp, &pending.head.last_hash);
+            let head = Head { version: stamp.version, position: stamp.position };
+            pending.stream_heads.insert(event.stream.clone(), head);
             pending.writes += 1;
             envelopes.push(Envelope {
                 position: stamp.position,
                 event_id: event.event_id,
-                stream: event.stream.clone(),
+                stream: event.stream,
                 version: stamp.version,
-                event_type: event.event_type.clone(),
+                event_type: event.event_type,
                 effective_at: event.effective_at,
                 recorded_at,
-                actor: event.actor.clone(),
-                data: event.data.clone(),
-                hash: hex::encode(encoded.hash),
+                actor: event.actor,
+                data: event.data,
+                hash: hex::encode(hash),
             });
             pending.head.next_position += 1;
-            pending.head.last_hash = encoded.hash;
+            pending.head.last_hash = hash;
             pending.head.last_recorded_at = recorded_at;
         }
-        for (stream, version) in versions {
-            pending.stream_heads.insert(stream.to_owned(), version);
-        }
         if let Some(key) = &request.idempotency {
-            let seen = SeenKey {
-                fingerprint: key.fingerprint,
-                first_position,
-                count: u32::try_from(request.events.len()).expect("bounded by APPEND_EVENTS_MAX"),
-            };
-            pending.batch.insert(keys::idempotency_key(&key.key), &seen.encode()[..]);
+            let seen = SeenKey { fingerprint: key.fingerprint, first_position, count };
+            pending.idempotency.push((keys::idempotency_key(&key.key), seen.encode()));
             pending.keys.insert(key.key.clone(), (key.fingerprint, index));
         }
         Ok(Staged::Written(envelopes))
     }
 
-    fn stream_version(&mut self, stream: &str, pending: &Pending) -> Result<u64> {
-        if let Some(version) = pending.stream_heads.get(stream) {
-            return Ok(*version);
+    /// A stream's head as it will stand after the requests staged so far.
+    fn stream_head(&self, stream: &str, pending: &Pending) -> Head {
+        if let Some(head) = pending.stream_heads.get(stream) {
+            return *head;
         }
-        if let Some(version) = self.stream_heads.get(stream) {
-            return Ok(*version);
-        }
-        let version = match self.shared.tree.scan_prefix(keys::stream_prefix(stream)).next_back() {
-            None => 0,
-            Some(entry) => keys::version_of_stream_key(&entry?.0).unwrap_or(0),
-        };
-        if self.stream_heads.len() >= STREAM_HEADS_CACHED_MAX {
-            self.stream_heads.clear();
-        }
-        self.stream_heads.insert(stream.to_owned(), version);
-        Ok(version)
+        let heads = self.shared.heads.read().expect("heads lock");
+        heads.get(stream).copied().unwrap_or(Head { version: 0, position: 0 })
     }
 
     fn write_durably(&mut self, batch: sled::Batch) -> Result<()> {

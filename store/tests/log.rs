@@ -283,3 +283,56 @@ fn a_damaged_last_record_refuses_appends_but_not_reads() {
     assert_eq!(store.read_log(0, 4).unwrap().len(), 4);
     assert!(matches!(store.event(5), Err(StoreError::Corrupt { position: 5, .. })));
 }
+
+/// Stream heads are rebuilt from the log whatever state their snapshot is in.
+#[test]
+fn stream_heads_survive_a_missing_stale_or_garbage_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot = dir.path().join("heads.snapshot");
+    {
+        let store = open(dir.path());
+        append(&store, vec![event("member/a", 1), event("member/b", 2)]);
+    }
+    let stale = std::fs::read(&snapshot).expect("a clean close writes a snapshot");
+    {
+        let store = open(dir.path());
+        append(&store, vec![event("member/a", 3), event("member/c", 4)]);
+    }
+    let check = |what: &str| {
+        let store = open(dir.path());
+        assert_eq!(store.stream_version("member/a").unwrap(), 2, "{what}");
+        assert_eq!(store.stream_version("member/c").unwrap(), 1, "{what}");
+        let versions: Vec<u64> =
+            store.read_stream("member/a", 1, 10).unwrap().iter().map(|e| e.position).collect();
+        assert_eq!(versions, vec![1, 3], "{what}");
+        let next = append(&store, vec![event("member/a", 5)]);
+        assert_eq!(next[0].version, 3, "{what}");
+    };
+    std::fs::write(&snapshot, &stale).unwrap();
+    check("stale snapshot");
+    std::fs::write(&snapshot, b"FBHEADS1 not really").unwrap();
+    let store = open(dir.path());
+    assert_eq!(store.stream_version("member/a").unwrap(), 3, "garbage snapshot");
+    drop(store);
+    std::fs::remove_file(&snapshot).unwrap();
+    let store = open(dir.path());
+    assert_eq!(store.stream_version("member/a").unwrap(), 3, "no snapshot");
+    assert!(store.verify().unwrap().ok);
+}
+
+#[test]
+fn many_events_span_chunks_and_read_back_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let events: Vec<NewEvent> =
+        (0..1_000).map(|n| event(if n % 3 == 0 { "member/x" } else { "member/y" }, n)).collect();
+    let written = append(&store, events);
+    assert_eq!(store.read_log(0, 10_000).unwrap(), written);
+    assert_eq!(store.read_log(500, 7).unwrap(), written[500..507].to_vec());
+    let x: Vec<Envelope> = written.iter().filter(|e| e.stream == "member/x").cloned().collect();
+    assert_eq!(store.read_stream("member/x", 1, 10_000).unwrap(), x);
+    assert_eq!(store.read_stream("member/x", 300, 5).unwrap(), x[299..304].to_vec());
+    assert_eq!(store.event(777).unwrap().unwrap(), written[776]);
+    let report = store.verify().unwrap();
+    assert_eq!((report.ok, report.checked), (true, 1_000));
+}
