@@ -194,6 +194,13 @@ impl Store {
         self.shared.head_watch.subscribe()
     }
 
+    /// A live tail from `after`: first everything already durable, then each new commit as it
+    /// becomes durable. Positions are consecutive across catch-up and live, with no gap and no
+    /// duplicate, because the tail reads by position and only waits when it has caught up.
+    pub fn tail(self: &Arc<Self>, after: u64) -> Tail {
+        Tail { store: Arc::clone(self), cursor: after, head: self.subscribe() }
+    }
+
     /// Events after `after`, in position order, at most `limit` (capped at
     /// [`READ_PAGE_EVENTS_MAX`]).
     pub fn read_log(&self, after: u64, limit: usize) -> Result<Vec<Envelope>> {
@@ -307,6 +314,37 @@ impl Store {
                 VerifyReport { ok: false, checked, first_bad_position: Some(position), detail: Some(detail) }
             }
         })
+    }
+}
+
+/// See [`Store::tail`].
+pub struct Tail {
+    store: Arc<Store>,
+    cursor: u64,
+    head: watch::Receiver<u64>,
+}
+
+impl Tail {
+    /// The position of the last event handed out.
+    pub fn position(&self) -> u64 {
+        self.cursor
+    }
+
+    /// The next events (at most `limit`), waiting until at least one is durable. `Err(Closed)`
+    /// once the store is gone.
+    pub async fn next_batch(&mut self, limit: usize) -> Result<Vec<Envelope>> {
+        loop {
+            // Mark the head seen *before* reading, so a commit landing after the read wakes us.
+            let head = *self.head.borrow_and_update();
+            if head > self.cursor {
+                let events = self.store.read_log(self.cursor, limit.max(1))?;
+                if let Some(last) = events.last() {
+                    self.cursor = last.position;
+                }
+                return Ok(events);
+            }
+            self.head.changed().await.map_err(|_| StoreError::Closed)?;
+        }
     }
 }
 

@@ -336,3 +336,36 @@ fn many_events_span_chunks_and_read_back_in_order() {
     let report = store.verify().unwrap();
     assert_eq!((report.ok, report.checked), (true, 1_000));
 }
+
+#[test]
+fn a_tail_catches_up_then_follows_live_without_gap_or_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(dir.path()));
+    for n in 0..50 {
+        append(&store, vec![event("member/t", n)]);
+    }
+    let writer = {
+        let store = Arc::clone(&store);
+        std::thread::spawn(move || {
+            for n in 50..250 {
+                append(&store, vec![event("member/t", n), event("member/u", n)]);
+            }
+        })
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    let seen = runtime.block_on(async {
+        let mut tail = store.tail(10);
+        let mut seen = Vec::new();
+        while seen.len() < 40 + 400 {
+            let batch = tokio::time::timeout(std::time::Duration::from_secs(10), tail.next_batch(7))
+                .await
+                .expect("the tail stalled")
+                .unwrap();
+            assert!(!batch.is_empty() && batch.len() <= 7);
+            seen.extend(batch.into_iter().map(|e| e.position));
+        }
+        seen
+    });
+    writer.join().unwrap();
+    assert_eq!(seen, (11..=450).collect::<Vec<u64>>());
+}
