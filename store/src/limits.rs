@@ -32,3 +32,6 @@ pub const READ_PAGE_EVENTS_MAX: usize = 10_000;
 
 /// Bytes of an idempotency key.
 pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 512;
+
+/// How long opening a store waits for sled's file lock (see `Store::open`).
+pub const LOCK_WAIT_MILLIS_MAX: u128 = 1_000;

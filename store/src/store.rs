@@ -112,14 +112,14 @@ impl Store {
     /// and [`Store::verify`] still work — but every append is then refused.
     pub fn open(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
         let path = dir.as_ref().to_path_buf();
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(&path)
             .cache_capacity(options.cache_capacity_bytes)
             .mode(sled::Mode::HighThroughput)
             // The writer flushes (and fsyncs) every commit itself; a background flusher would
             // only add I/O that acknowledges nothing.
-            .flush_every_ms(None)
-            .open()?;
+            .flush_every_ms(None);
+        let db = open_waiting_for_lock(&config)?;
         let tree = db.open_tree("log")?;
         let (head, committed, mut damage) = match load_head(&tree) {
             Ok(head) => {
@@ -411,6 +411,26 @@ pub(crate) fn read_positions(tree: &sled::Tree, first: u64, count: u32) -> Resul
         Ok(())
     })?;
     Ok(events)
+}
+
+/// Opens sled, waiting up to [`LOCK_WAIT_MILLIS_MAX`] for its file lock. sled's I/O threads can
+/// hold the file for a moment after the last handle of a closed store is dropped, so a reopen in
+/// the same process (a restart in tests, a command after a close) may find it briefly locked. A
+/// lock held by another live process is still refused once the wait is over.
+pub(crate) fn open_waiting_for_lock(config: &sled::Config) -> Result<sled::Db> {
+    let started = std::time::Instant::now();
+    loop {
+        match config.open() {
+            // sled reports a held lock as an `Other` I/O error with this text (config.rs).
+            Err(sled::Error::Io(error))
+                if error.to_string().contains("could not acquire lock")
+                    && started.elapsed().as_millis() < LOCK_WAIT_MILLIS_MAX =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other.map_err(StoreError::from),
+        }
+    }
 }
 
 /// The first position of the last stored chunk (0 when none): where reads must reach when the

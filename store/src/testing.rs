@@ -23,7 +23,7 @@ pub enum Damage {
 
 /// Damages the chunk holding `position` in the (closed) store in `dir`.
 pub fn damage_record(dir: &Path, position: u64, damage: Damage) -> Result<()> {
-    let db = sled::Config::new().path(dir).open()?;
+    let db = crate::store::open_waiting_for_lock(&sled::Config::new().path(dir))?;
     let tree = db.open_tree("log")?;
     let chunk = required_chunk(&tree, position)?;
     let key = keys::event_key(chunk.first_position);
