@@ -1,0 +1,441 @@
+//! The projection engine: every read model, kept current event by event.
+//!
+//! Two kinds of state are kept, each updated in the way that makes retraction simple:
+//!
+//! - **Current state** (branch counts, open transfers, mobile and pocket members) is derived by
+//!   diffing the member before and after each event in the core's `World`. A retraction refolds
+//!   the member in `World`, so the same diff undoes it.
+//! - **Bitemporal facts** (membership intervals per branch, each member's status timeline, flow
+//!   and pocket records) are never removed: each carries its event's effective and recorded times
+//!   and, once retracted, the retraction's recorded time. As-of queries filter them; nothing is
+//!   replayed. Each member keeps an undo log of the facts its live events created; only the latest
+//!   live event can be retracted, so a retraction pops exactly its own entries.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use chrono::{DateTime, Utc};
+use flowbook_core::{
+    BranchId, DiscoverySource, EventData, MemberId, MemberState, MemberStatus, RecordedEvent, RulesConfig,
+    StreamId, TransferId, World,
+};
+
+use crate::time::{At, Fact};
+
+/// Whether a member is on a roster as a home member or as a visiting mobile member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Relation {
+    Home,
+    Visiting,
+}
+
+/// A member on a branch's roster from `start` until its standing end (if any).
+#[derive(Debug, Clone)]
+pub(crate) struct Interval {
+    pub member: MemberId,
+    pub relation: Relation,
+    pub start: Fact,
+    /// Ends in recorded order; at any `known_at` at most one stands (an end is retracted before
+    /// the interval can be ended again).
+    pub ends: Vec<Fact>,
+}
+
+impl Interval {
+    /// On the roster at `at`.
+    pub fn holds(&self, at: &At) -> bool {
+        self.start.holds(at) && !self.ends.iter().any(|end| end.holds(at))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct BranchFacts {
+    pub established: Fact,
+    pub dissolved: Option<Fact>,
+    /// Current direct home members, full members among them, and arrived visitors.
+    pub home_count: usize,
+    pub full_count: usize,
+    pub visitors: BTreeSet<MemberId>,
+}
+
+/// What undoing one fact of a retracted event means.
+#[derive(Debug, Clone, Copy)]
+enum Undo {
+    IntervalStarted { branch: BranchId, index: usize, relation: Relation },
+    IntervalEnded { branch: BranchId, index: usize, end: usize, relation: Relation },
+    Status { index: usize },
+    Flow { key: (DateTime<Utc>, u64) },
+    Pocket { key: (DateTime<Utc>, u64) },
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct MemberFacts {
+    /// The name given when the member was created (names never change; kept even if the
+    /// creation is later retracted, since past views still show the member).
+    pub name: String,
+    /// Status as of each status-setting event, in recorded order.
+    pub statuses: Vec<(Fact, MemberStatus)>,
+    open_home: Option<(BranchId, usize)>,
+    open_visit: Option<(BranchId, usize)>,
+    /// The facts each live event created, tagged with its position, oldest first.
+    undo: Vec<(u64, Undo)>,
+}
+
+impl MemberFacts {
+    /// The member's status at `at`, if one was set by then.
+    pub fn status_at(&self, at: &At) -> Option<MemberStatus> {
+        self.statuses.iter().rev().find(|(fact, _)| fact.holds(at)).map(|(_, status)| *status)
+    }
+}
+
+/// The state of one letter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransferState {
+    Open,
+    Overdue,
+    Completed,
+    Cancelled,
+    Expired,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TransferRow {
+    pub transfer_id: TransferId,
+    pub member_id: MemberId,
+    pub from_branch_id: BranchId,
+    pub to_branch_id: Option<BranchId>,
+    pub to_external: Option<String>,
+    pub state: TransferState,
+    pub initiated_at: DateTime<Utc>,
+    pub valid_until: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum FlowKind {
+    Transfer { from: BranchId, to: Option<BranchId>, external: Option<String> },
+    Departure { home: BranchId },
+    Arrival { inflow: BranchId },
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct FlowRecord {
+    pub fact: Fact,
+    pub kind: FlowKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PocketKind {
+    Discovered(DiscoverySource),
+    Placed,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct PocketRecord {
+    pub fact: Fact,
+    pub kind: PocketKind,
+}
+
+/// Every read model, as of the last position applied.
+#[derive(Debug, Clone, Default)]
+pub struct Projections {
+    pub(crate) config: RulesConfig,
+    pub(crate) world: World,
+    pub(crate) branches: HashMap<BranchId, BranchFacts>,
+    pub(crate) intervals: HashMap<BranchId, Vec<Interval>>,
+    pub(crate) members: HashMap<MemberId, MemberFacts>,
+    pub(crate) transfers: HashMap<TransferId, TransferRow>,
+    pub(crate) mobile: BTreeSet<MemberId>,
+    pub(crate) pocket: BTreeSet<MemberId>,
+    pub(crate) flows: BTreeMap<(DateTime<Utc>, u64), FlowRecord>,
+    pub(crate) pocket_records: BTreeMap<(DateTime<Utc>, u64), PocketRecord>,
+    position: u64,
+}
+
+impl Projections {
+    pub fn new(config: RulesConfig) -> Projections {
+        Projections { config, ..Projections::default() }
+    }
+
+    /// The last position applied (the checkpoint).
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// The write model the projections are built on, for deciding commands.
+    pub fn world(&self) -> &World {
+        &self.world
+    }
+
+    pub fn config(&self) -> &RulesConfig {
+        &self.config
+    }
+
+    /// Applies the next event of the log. `history` returns a member's whole stream up to and
+    /// including this event; it is called for retractions only.
+    ///
+    /// Events must come in position order, each once: one already applied is ignored, so
+    /// replaying an overlap after a restart is harmless.
+    pub fn apply<F>(&mut self, event: &RecordedEvent, history: F)
+    where
+        F: FnOnce(MemberId) -> Vec<RecordedEvent>,
+    {
+        if event.position <= self.position {
+            return;
+        }
+        self.position = event.position;
+        let fact = Fact {
+            effective_at: event.effective_at,
+            recorded_at: event.recorded_at,
+            position: event.position,
+            retracted_at: None,
+        };
+        match event.stream {
+            StreamId::Branch(branch) => {
+                self.world.apply(event, |_| Vec::new());
+                match &event.data {
+                    EventData::BranchEstablished { .. } => {
+                        self.branches.insert(
+                            branch,
+                            BranchFacts {
+                                established: fact,
+                                dissolved: None,
+                                home_count: 0,
+                                full_count: 0,
+                                visitors: BTreeSet::new(),
+                            },
+                        );
+                    }
+                    EventData::BranchDissolved { .. } => {
+                        if let Some(facts) = self.branches.get_mut(&branch) {
+                            facts.dissolved = Some(fact);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            StreamId::Member(member) => {
+                let before = self.world.member(member).cloned();
+                self.world.apply(event, history);
+                let after = self.world.member(member).cloned();
+                self.update_current(member, before.as_ref(), after.as_ref(), event);
+                match &event.data {
+                    EventData::EventRetracted { position, .. } => {
+                        self.undo(member, *position, event.recorded_at)
+                    }
+                    data => self.record_facts(member, before.as_ref(), after.as_ref(), data, fact),
+                }
+            }
+        }
+    }
+
+    /// Current-state read models, from the member before and after the event.
+    fn update_current(
+        &mut self,
+        member: MemberId,
+        before: Option<&MemberState>,
+        after: Option<&MemberState>,
+        event: &RecordedEvent,
+    ) {
+        let home = |state: Option<&MemberState>| {
+            state.and_then(|s| s.branch_id.map(|branch| (branch, s.status == MemberStatus::Full)))
+        };
+        if home(before) != home(after) {
+            if let Some((branch, full)) = home(before) {
+                if let Some(facts) = self.branches.get_mut(&branch) {
+                    facts.home_count -= 1;
+                    facts.full_count -= usize::from(full);
+                }
+            }
+            if let Some((branch, full)) = home(after) {
+                if let Some(facts) = self.branches.get_mut(&branch) {
+                    facts.home_count += 1;
+                    facts.full_count += usize::from(full);
+                }
+            }
+        }
+        let (visit_before, visit_after) = (visiting_branch(before), visiting_branch(after));
+        if visit_before != visit_after {
+            if let Some(facts) = visit_before.and_then(|branch| self.branches.get_mut(&branch)) {
+                facts.visitors.remove(&member);
+            }
+            if let Some(facts) = visit_after.and_then(|branch| self.branches.get_mut(&branch)) {
+                facts.visitors.insert(member);
+            }
+        }
+        let open = |state: Option<&MemberState>| state.and_then(|s| s.open_transfer.clone());
+        let (open_before, open_after) = (open(before), open(after));
+        if open_before.as_ref().map(|o| o.transfer_id) != open_after.as_ref().map(|o| o.transfer_id) {
+            if let Some(closed) = open_before {
+                let state = match event.data {
+                    EventData::TransferCompleted { .. } => Some(TransferState::Completed),
+                    EventData::TransferCancelled { .. } => Some(TransferState::Cancelled),
+                    EventData::TransferExpired { .. } => Some(TransferState::Expired),
+                    // A retraction that closes a letter retracted its issue: as if never issued.
+                    _ => None,
+                };
+                match state {
+                    Some(state) => {
+                        if let Some(row) = self.transfers.get_mut(&closed.transfer_id) {
+                            row.state = state;
+                        }
+                    }
+                    None => {
+                        self.transfers.remove(&closed.transfer_id);
+                    }
+                }
+            }
+            if let Some(opened) = open_after {
+                self.transfers.insert(
+                    opened.transfer_id,
+                    TransferRow {
+                        transfer_id: opened.transfer_id,
+                        member_id: member,
+                        from_branch_id: opened.from_branch_id,
+                        to_branch_id: opened.to_branch_id,
+                        to_external: opened.to_external.clone(),
+                        state: TransferState::Open,
+                        initiated_at: opened.initiated_at,
+                        valid_until: opened.valid_until,
+                    },
+                );
+            }
+        }
+        set_membership(&mut self.mobile, member, after.is_some_and(|s| s.mobile.is_some()));
+        set_membership(&mut self.pocket, member, after.is_some_and(|s| s.pocket.is_some()));
+    }
+
+    /// Bitemporal facts created by a (non-retraction) member event.
+    fn record_facts(
+        &mut self,
+        member: MemberId,
+        before: Option<&MemberState>,
+        after: Option<&MemberState>,
+        data: &EventData,
+        fact: Fact,
+    ) {
+        let facts = self.members.entry(member).or_default();
+        if before.is_none() {
+            if let Some(created) = after {
+                facts.name = created.name.clone();
+            }
+        }
+        let mut undo = Vec::new();
+        let home = |state: Option<&MemberState>| state.and_then(|s| s.branch_id);
+        for (relation, was, now) in [
+            (Relation::Home, home(before), home(after)),
+            (Relation::Visiting, visiting_branch(before), visiting_branch(after)),
+        ] {
+            if was == now {
+                continue;
+            }
+            let open = match relation {
+                Relation::Home => &mut facts.open_home,
+                Relation::Visiting => &mut facts.open_visit,
+            };
+            if let Some((branch, index)) = open.take() {
+                let interval = &mut self.intervals.get_mut(&branch).expect("open interval exists")[index];
+                interval.ends.push(fact);
+                undo.push(Undo::IntervalEnded { branch, index, end: interval.ends.len() - 1, relation });
+            }
+            if let Some(branch) = now {
+                let list = self.intervals.entry(branch).or_default();
+                list.push(Interval { member, relation, start: fact, ends: Vec::new() });
+                *open = Some((branch, list.len() - 1));
+                undo.push(Undo::IntervalStarted { branch, index: list.len() - 1, relation });
+            }
+        }
+        let status_after = after.map(|s| s.status);
+        if status_after.is_some() && (before.map(|s| s.status) != status_after || before.is_none()) {
+            facts.statuses.push((fact, status_after.expect("checked")));
+            undo.push(Undo::Status { index: facts.statuses.len() - 1 });
+        }
+        let key = (fact.effective_at, fact.position);
+        let flow = match data {
+            EventData::TransferCompleted { from_branch_id, to_branch_id, to_external, .. } => {
+                Some(FlowKind::Transfer {
+                    from: *from_branch_id,
+                    to: *to_branch_id,
+                    external: to_external.clone(),
+                })
+            }
+            EventData::MemberDeparted { home_branch_id, .. } => {
+                Some(FlowKind::Departure { home: *home_branch_id })
+            }
+            EventData::MemberArrived { inflow_branch_id, .. } => {
+                Some(FlowKind::Arrival { inflow: *inflow_branch_id })
+            }
+            _ => None,
+        };
+        if let Some(kind) = flow {
+            self.flows.insert(key, FlowRecord { fact, kind });
+            undo.push(Undo::Flow { key });
+        }
+        let pocket = match data {
+            EventData::PocketMemberDiscovered { source, .. } => Some(PocketKind::Discovered(*source)),
+            EventData::PocketMemberPlaced { .. } => Some(PocketKind::Placed),
+            _ => None,
+        };
+        if let Some(kind) = pocket {
+            self.pocket_records.insert(key, PocketRecord { fact, kind });
+            undo.push(Undo::Pocket { key });
+        }
+        facts.undo.extend(undo.into_iter().map(|entry| (fact.position, entry)));
+    }
+
+    /// Marks the facts of the retracted event as retracted at `retracted_at`, newest first.
+    fn undo(&mut self, member: MemberId, position: u64, retracted_at: DateTime<Utc>) {
+        let Some(facts) = self.members.get_mut(&member) else { return };
+        while facts.undo.last().is_some_and(|(at, _)| *at == position) {
+            let (_, entry) = facts.undo.pop().expect("checked");
+            match entry {
+                Undo::IntervalStarted { branch, index, relation } => {
+                    if let Some(interval) =
+                        self.intervals.get_mut(&branch).and_then(|list| list.get_mut(index))
+                    {
+                        interval.start.retracted_at = Some(retracted_at);
+                    }
+                    *open_slot(facts, relation) = None;
+                }
+                Undo::IntervalEnded { branch, index, end, relation } => {
+                    if let Some(interval) =
+                        self.intervals.get_mut(&branch).and_then(|list| list.get_mut(index))
+                    {
+                        interval.ends[end].retracted_at = Some(retracted_at);
+                    }
+                    *open_slot(facts, relation) = Some((branch, index));
+                }
+                Undo::Status { index } => facts.statuses[index].0.retracted_at = Some(retracted_at),
+                Undo::Flow { key } => {
+                    if let Some(record) = self.flows.get_mut(&key) {
+                        record.fact.retracted_at = Some(retracted_at);
+                    }
+                }
+                Undo::Pocket { key } => {
+                    if let Some(record) = self.pocket_records.get_mut(&key) {
+                        record.fact.retracted_at = Some(retracted_at);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn open_slot(facts: &mut MemberFacts, relation: Relation) -> &mut Option<(BranchId, usize)> {
+    match relation {
+        Relation::Home => &mut facts.open_home,
+        Relation::Visiting => &mut facts.open_visit,
+    }
+}
+
+/// The branch where a mobile member has reported (an arrival), if any.
+pub(crate) fn visiting_branch(state: Option<&MemberState>) -> Option<BranchId> {
+    state.and_then(|s| s.mobile.as_ref()).and_then(|mobile| mobile.inflow_branch_id)
+}
+
+fn set_membership(set: &mut BTreeSet<MemberId>, member: MemberId, present: bool) {
+    if present {
+        set.insert(member);
+    } else {
+        set.remove(&member);
+    }
+}

@@ -1,0 +1,156 @@
+//! The projections kept current against a live store: rebuild at open, catch up after appends
+//! (read-your-writes), and member history straight from the log.
+//!
+//! Consistency: the projections and their checkpoint (the last position applied) live in one
+//! structure behind one lock, so a reader sees a state that is exactly "the log up to the
+//! checkpoint" — never an event applied twice or skipped. They are held in memory and rebuilt
+//! from the log when the process starts, so a crash cannot leave them out of step with it.
+
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+
+use chrono::{DateTime, Utc};
+use flowbook_core::{EventData, MemberId, RecordedEvent, RulesConfig, StreamId};
+use flowbook_store::{Envelope, Store, StoreError};
+
+use crate::codec::{self, DecodeError};
+use crate::engine::Projections;
+use crate::time::At;
+
+/// Events read from the log per page while rebuilding or catching up.
+pub const APPLY_PAGE_EVENTS: usize = 10_000;
+
+/// Events of one member stream read for a history or a refold.
+pub const MEMBER_STREAM_EVENTS_MAX: usize = flowbook_store::limits::READ_PAGE_EVENTS_MAX;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+}
+
+/// One entry of a member's history: the stored envelope, and whether a later retraction (known
+/// at the time asked about) undid it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryEntry {
+    pub envelope: Envelope,
+    pub retracted: bool,
+}
+
+/// Projections over a store.
+pub struct Live {
+    store: Arc<Store>,
+    projections: RwLock<Projections>,
+}
+
+impl Live {
+    /// Builds every projection from the log; `progress(applied, total)` is called after each page.
+    pub fn open(
+        store: Arc<Store>,
+        config: RulesConfig,
+        progress: impl FnMut(u64, u64),
+    ) -> Result<Live, LiveError> {
+        let projections = rebuild(&store, config, progress)?;
+        Ok(Live { store, projections: RwLock::new(projections) })
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Applies everything the log holds beyond the checkpoint. Call after an append, before
+    /// answering, and every acknowledged write is visible to the next query.
+    pub fn catch_up(&self) -> Result<u64, LiveError> {
+        let mut projections = self.projections.write().expect("projections lock");
+        apply_until(&self.store, &mut projections, self.store.head(), &mut |_, _| {})?;
+        Ok(projections.position())
+    }
+
+    /// The projections, for reading. Hold the guard briefly: appliers wait for it.
+    pub fn read(&self) -> RwLockReadGuard<'_, Projections> {
+        self.projections.read().expect("projections lock")
+    }
+
+    /// A member's events in stream order as known at `known_at`, retracted ones marked.
+    pub fn member_history(
+        &self,
+        member: MemberId,
+        known_at: Option<DateTime<Utc>>,
+    ) -> Result<Vec<HistoryEntry>, LiveError> {
+        let at = At::new(None, known_at);
+        let stream = StreamId::Member(member).to_string();
+        let events: Vec<Envelope> = self
+            .store
+            .read_stream(&stream, 1, MEMBER_STREAM_EVENTS_MAX)?
+            .into_iter()
+            .filter(|e| at.known(e.recorded_at))
+            .collect();
+        let mut retracted = std::collections::HashSet::new();
+        for envelope in &events {
+            if let EventData::EventRetracted { position, .. } = codec::recorded(envelope)?.data {
+                retracted.insert(position);
+            }
+        }
+        Ok(events
+            .into_iter()
+            .map(|envelope| HistoryEntry { retracted: retracted.contains(&envelope.position), envelope })
+            .collect())
+    }
+
+    /// A member's typed stream (for as-of views).
+    pub fn member_stream(&self, member: MemberId) -> Result<Vec<RecordedEvent>, LiveError> {
+        member_events(&self.store, member, u64::MAX)
+    }
+}
+
+/// Builds every projection from position 1.
+pub fn rebuild(
+    store: &Store,
+    config: RulesConfig,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<Projections, LiveError> {
+    let mut projections = Projections::new(config);
+    apply_until(store, &mut projections, store.head(), &mut progress)?;
+    Ok(projections)
+}
+
+fn apply_until(
+    store: &Store,
+    projections: &mut Projections,
+    until: u64,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(), LiveError> {
+    while projections.position() < until {
+        let page = store.read_log(projections.position(), APPLY_PAGE_EVENTS)?;
+        if page.is_empty() {
+            break;
+        }
+        for envelope in &page {
+            let event = codec::recorded(envelope)?;
+            let mut failure = None;
+            projections.apply(&event, |member| {
+                member_events(store, member, event.position).unwrap_or_else(|error| {
+                    failure = Some(error);
+                    Vec::new()
+                })
+            });
+            if let Some(error) = failure {
+                return Err(error);
+            }
+        }
+        progress(projections.position(), until);
+    }
+    Ok(())
+}
+
+/// A member's events up to `until` (inclusive), typed.
+fn member_events(store: &Store, member: MemberId, until: u64) -> Result<Vec<RecordedEvent>, LiveError> {
+    let stream = StreamId::Member(member).to_string();
+    store
+        .read_stream(&stream, 1, MEMBER_STREAM_EVENTS_MAX)?
+        .iter()
+        .filter(|envelope| envelope.position <= until)
+        .map(|envelope| codec::recorded(envelope).map_err(LiveError::from))
+        .collect()
+}

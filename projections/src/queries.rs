@@ -1,0 +1,479 @@
+//! Answers, in the shapes of API.md's read endpoints.
+//!
+//! Latest-state answers read the current-state models directly; answers `as_of`/`known_at`
+//! filter the bitemporal facts (rosters) or fold one member's short stream (member state).
+//! Neither replays the log.
+
+use std::collections::{BTreeMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use flowbook_core::{
+    BranchId, BranchKind, DiscoverySource, EventData, MemberId, MemberState, MemberStatus, MemberStream,
+    RecordedEvent,
+};
+use serde::Serialize;
+
+use crate::engine::{
+    visiting_branch, FlowKind, PocketKind, Projections, Relation, TransferRow, TransferState,
+};
+use crate::flags::{branch_flags, member_flags};
+use crate::time::At;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MemberView {
+    pub member_id: MemberId,
+    pub name: String,
+    pub status: MemberStatus,
+    pub branch_id: Option<BranchId>,
+    pub verified: bool,
+    pub pocket: bool,
+    pub contact_lost: bool,
+    pub mobile: Option<MobileView>,
+    pub open_transfer: Option<OpenTransferView>,
+    pub flags: Vec<&'static str>,
+    pub version: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MobileView {
+    pub destination_region: String,
+    /// Where the member has reported, or else where the departure planned them to.
+    pub inflow_branch_id: Option<BranchId>,
+    pub since: DateTime<Utc>,
+    pub reported: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OpenTransferView {
+    pub transfer_id: flowbook_core::TransferId,
+    pub to_branch_id: Option<BranchId>,
+    pub to_external: Option<String>,
+    pub valid_until: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RosterEntry {
+    pub member_id: MemberId,
+    pub name: String,
+    pub status: MemberStatus,
+    pub relation: Relation,
+    pub since: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BranchRow {
+    pub branch_id: BranchId,
+    pub name: String,
+    pub kind: BranchKind,
+    pub region: String,
+    pub parent_id: Option<BranchId>,
+    pub dissolved: bool,
+    pub home_count: usize,
+    pub full_count: usize,
+    pub visiting_count: usize,
+    pub flags: Vec<&'static str>,
+}
+
+/// Which transfers to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferFilter {
+    /// Open letters, overdue ones included (shown as `overdue`).
+    Open,
+    Overdue,
+    Completed,
+    Cancelled,
+    Expired,
+}
+
+/// How flows are grouped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowGrouping {
+    Branch,
+    Region,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct FlowRow {
+    pub key: String,
+    pub transfers_in: u64,
+    pub transfers_out: u64,
+    pub net: i64,
+    pub departures: u64,
+    pub arrivals: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MatrixCell {
+    pub from: String,
+    pub to: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Flows {
+    pub rows: Vec<FlowRow>,
+    pub matrix: Vec<MatrixCell>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RegionCount {
+    pub region: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BranchCount {
+    pub branch_id: BranchId,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FlaggedMember {
+    pub member_id: MemberId,
+    pub flags: Vec<&'static str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MobileStats {
+    pub total: u64,
+    pub reported: u64,
+    pub by_destination_region: Vec<RegionCount>,
+    pub by_inflow_branch: Vec<BranchCount>,
+    pub flagged: Vec<FlaggedMember>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct BySource {
+    pub expired_letter: u64,
+    pub self_declared: u64,
+    pub survey: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PocketStats {
+    pub discovered: u64,
+    pub placed: u64,
+    pub open: u64,
+    pub by_source: BySource,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MemberSummary {
+    pub member_id: MemberId,
+    pub name: String,
+    pub branch_id: Option<BranchId>,
+    pub status: MemberStatus,
+}
+
+/// Results one name search returns at most.
+pub const SEARCH_RESULTS_MAX: usize = 100;
+
+impl Projections {
+    /// A member now, with flags as of `now`.
+    pub fn member(&self, id: MemberId, now: DateTime<Utc>) -> Option<MemberView> {
+        let stream = self.world.member_stream(id)?;
+        let member = stream.member.as_ref()?;
+        Some(member_view(member, stream.version, member_flags(member, now, &self.config)))
+    }
+
+    /// A member as of `at`, from its stream (`history`, all of it, in stream order). Flags are
+    /// evaluated at `as_of`, else at `known_at`, else at `now`.
+    pub fn member_at(&self, history: &[RecordedEvent], at: &At, now: DateTime<Utc>) -> Option<MemberView> {
+        let known: Vec<&RecordedEvent> = history.iter().filter(|e| at.known(e.recorded_at)).collect();
+        let retracted: HashSet<u64> = known
+            .iter()
+            .filter_map(|e| match e.data {
+                EventData::EventRetracted { position, .. } => Some(position),
+                _ => None,
+            })
+            .collect();
+        let live: Vec<RecordedEvent> = known
+            .iter()
+            .filter(|e| !matches!(e.data, EventData::EventRetracted { .. }))
+            .filter(|e| !retracted.contains(&e.position) && at.in_effect(e.effective_at))
+            .map(|e| (*e).clone())
+            .collect();
+        let stream = MemberStream::fold(&live);
+        let member = stream.member.as_ref()?;
+        let version = known.iter().map(|e| e.version).max().unwrap_or(0);
+        let flags_at = at.as_of.or(at.known_at).unwrap_or(now);
+        Some(member_view(member, version, member_flags(member, flags_at, &self.config)))
+    }
+
+    pub fn branches(&self) -> Vec<BranchRow> {
+        let mut rows: Vec<BranchRow> =
+            self.world.branches().filter_map(|b| self.branch(b.branch_id)).collect();
+        rows.sort_by(|a, b| a.name.cmp(&b.name).then(a.branch_id.cmp(&b.branch_id)));
+        rows
+    }
+
+    pub fn branch(&self, id: BranchId) -> Option<BranchRow> {
+        let branch = self.world.branch(id)?;
+        let facts = self.branches.get(&id)?;
+        let dissolved = branch.is_dissolved();
+        // Visitors of a dissolved inflow branch stay mobile but are no longer reported there.
+        let visiting_count = if dissolved { 0 } else { facts.visitors.len() };
+        Some(BranchRow {
+            branch_id: id,
+            name: branch.name.clone(),
+            kind: branch.kind,
+            region: branch.region.clone(),
+            parent_id: branch.parent_id,
+            dissolved,
+            home_count: facts.home_count,
+            full_count: facts.full_count,
+            visiting_count,
+            flags: branch_flags(branch.kind, dissolved, facts.home_count, facts.full_count),
+        })
+    }
+
+    /// A branch's roster at `at` (`None`: no such branch). Sorted home first, then by member.
+    pub fn roster(&self, id: BranchId, at: &At) -> Option<Vec<RosterEntry>> {
+        if !at.is_latest() {
+            return self.roster_from_facts(id, at);
+        }
+        let branch = self.world.branch(id)?;
+        let facts = self.branches.get(&id)?;
+        let mut entries: Vec<RosterEntry> = self
+            .world
+            .home_members(id)
+            .filter_map(|member| self.world.member(member))
+            .map(|m| roster_entry(m, Relation::Home, m.home_since.unwrap_or(m.created_at)))
+            .collect();
+        if !branch.is_dissolved() {
+            entries.extend(facts.visitors.iter().filter_map(|member| self.world.member(*member)).map(|m| {
+                let since = m.mobile.as_ref().and_then(|mobile| mobile.arrived_at).unwrap_or(m.created_at);
+                roster_entry(m, Relation::Visiting, since)
+            }));
+        }
+        entries.sort_by_key(|e| (e.relation == Relation::Visiting, e.member_id));
+        Some(entries)
+    }
+
+    /// The roster computed from the bitemporal facts, whatever `at` is. `roster` uses it for
+    /// every past view; tests check that it agrees with the current-state path at the latest.
+    pub fn roster_from_facts(&self, id: BranchId, at: &At) -> Option<Vec<RosterEntry>> {
+        let facts = self.branches.get(&id)?;
+        if !facts.established.holds(at) {
+            return Some(Vec::new());
+        }
+        let dissolved = facts.dissolved.is_some_and(|fact| fact.holds(at));
+        let mut entries: Vec<RosterEntry> = self
+            .intervals
+            .get(&id)
+            .into_iter()
+            .flatten()
+            .filter(|interval| interval.holds(at))
+            .filter(|interval| !(dissolved && interval.relation == Relation::Visiting))
+            .filter_map(|interval| {
+                let member = self.members.get(&interval.member)?;
+                Some(RosterEntry {
+                    member_id: interval.member,
+                    name: member.name.clone(),
+                    status: member.status_at(at)?,
+                    relation: interval.relation,
+                    since: interval.start.effective_at,
+                })
+            })
+            .collect();
+        entries.sort_by_key(|e| (e.relation == Relation::Visiting, e.member_id));
+        Some(entries)
+    }
+
+    /// Letters in one state, oldest first; `now` decides which open ones are overdue.
+    pub fn transfers(&self, filter: TransferFilter, now: DateTime<Utc>) -> Vec<TransferRow> {
+        let mut rows: Vec<TransferRow> = self
+            .transfers
+            .values()
+            .map(|row| {
+                let mut row = row.clone();
+                if row.state == TransferState::Open && row.valid_until < now {
+                    row.state = TransferState::Overdue;
+                }
+                row
+            })
+            .filter(|row| match filter {
+                TransferFilter::Open => matches!(row.state, TransferState::Open | TransferState::Overdue),
+                TransferFilter::Overdue => row.state == TransferState::Overdue,
+                TransferFilter::Completed => row.state == TransferState::Completed,
+                TransferFilter::Cancelled => row.state == TransferState::Cancelled,
+                TransferFilter::Expired => row.state == TransferState::Expired,
+            })
+            .collect();
+        rows.sort_by_key(|row| (row.initiated_at, row.transfer_id));
+        rows
+    }
+
+    /// Completed transfers, departures and arrivals with effective time in `[from, to)`, as
+    /// known at `known_at`, grouped by branch or region.
+    pub fn flows(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        by: FlowGrouping,
+        known_at: Option<DateTime<Utc>>,
+    ) -> Flows {
+        let at = At::new(None, known_at);
+        if from >= to {
+            return Flows::default();
+        }
+        let key = |branch: BranchId| match by {
+            FlowGrouping::Branch => branch.to_string(),
+            FlowGrouping::Region => {
+                self.world.branch(branch).map_or_else(|| branch.to_string(), |b| b.region.clone())
+            }
+        };
+        let mut rows: BTreeMap<String, FlowRow> = BTreeMap::new();
+        let mut matrix: BTreeMap<(String, String), u64> = BTreeMap::new();
+        fn row(rows: &mut BTreeMap<String, FlowRow>, key: String) -> &mut FlowRow {
+            rows.entry(key.clone()).or_insert_with(|| FlowRow { key, ..FlowRow::default() })
+        }
+        for record in self.flows.range((from, 0)..(to, 0)).map(|(_, r)| r).filter(|r| r.fact.stands(&at)) {
+            match &record.kind {
+                FlowKind::Transfer { from, to, external } => {
+                    let origin = key(*from);
+                    row(&mut rows, origin.clone()).transfers_out += 1;
+                    let destination = match (to, external) {
+                        (Some(to), _) => {
+                            let destination = key(*to);
+                            row(&mut rows, destination.clone()).transfers_in += 1;
+                            destination
+                        }
+                        (None, external) => format!("external:{}", external.as_deref().unwrap_or("")),
+                    };
+                    *matrix.entry((origin, destination)).or_default() += 1;
+                }
+                FlowKind::Departure { home } => row(&mut rows, key(*home)).departures += 1,
+                FlowKind::Arrival { inflow } => row(&mut rows, key(*inflow)).arrivals += 1,
+            }
+        }
+        let rows = rows
+            .into_values()
+            .map(|mut row| {
+                row.net = row.transfers_in as i64 - row.transfers_out as i64;
+                row
+            })
+            .collect();
+        let matrix = matrix.into_iter().map(|((from, to), count)| MatrixCell { from, to, count }).collect();
+        Flows { rows, matrix }
+    }
+
+    /// Mobile members now: how many, where they went, who reported, who is flagged.
+    pub fn mobile_stats(&self, now: DateTime<Utc>) -> MobileStats {
+        let mut regions: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut inflow: BTreeMap<BranchId, u64> = BTreeMap::new();
+        let (mut total, mut reported) = (0, 0);
+        let mut flagged = Vec::new();
+        for member in self.mobile.iter().filter_map(|id| self.world.member(*id)) {
+            let Some(mobile) = &member.mobile else { continue };
+            total += 1;
+            *regions.entry(&mobile.destination_region).or_default() += 1;
+            if let Some(branch) = visiting_branch(Some(member)) {
+                reported += 1;
+                if self.world.branch(branch).is_some_and(|b| !b.is_dissolved()) {
+                    *inflow.entry(branch).or_default() += 1;
+                }
+            }
+            let flags = member_flags(member, now, &self.config);
+            if !flags.is_empty() {
+                flagged.push(FlaggedMember { member_id: member.member_id, flags });
+            }
+        }
+        MobileStats {
+            total,
+            reported,
+            by_destination_region: regions
+                .into_iter()
+                .map(|(region, count)| RegionCount { region: region.to_owned(), count })
+                .collect(),
+            by_inflow_branch: inflow
+                .into_iter()
+                .map(|(branch_id, count)| BranchCount { branch_id, count })
+                .collect(),
+            flagged,
+        }
+    }
+
+    /// Pocket members discovered and placed with effective time in `[from, to)` (either bound
+    /// may be open), and those still open now.
+    pub fn pocket_stats(&self, from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> PocketStats {
+        let mut stats = PocketStats { open: self.pocket.len() as u64, ..PocketStats::default() };
+        let in_period = |at: DateTime<Utc>| from.is_none_or(|from| at >= from) && to.is_none_or(|to| at < to);
+        for record in self.pocket_records.values() {
+            if record.fact.retracted_at.is_some() || !in_period(record.fact.effective_at) {
+                continue;
+            }
+            match record.kind {
+                PocketKind::Discovered(source) => {
+                    stats.discovered += 1;
+                    *match source {
+                        DiscoverySource::ExpiredLetter => &mut stats.by_source.expired_letter,
+                        DiscoverySource::SelfDeclared => &mut stats.by_source.self_declared,
+                        DiscoverySource::Survey => &mut stats.by_source.survey,
+                    } += 1;
+                }
+                PocketKind::Placed => stats.placed += 1,
+            }
+        }
+        stats
+    }
+
+    /// Members whose name contains `query` (any script; case-insensitive), or whose id is it.
+    pub fn search(&self, query: &str, limit: usize) -> Vec<MemberSummary> {
+        let query = query.trim();
+        if query.is_empty() {
+            return Vec::new();
+        }
+        let summary = |m: &MemberState| MemberSummary {
+            member_id: m.member_id,
+            name: m.name.clone(),
+            branch_id: m.branch_id,
+            status: m.status,
+        };
+        if let Ok(id) = query.parse::<MemberId>() {
+            return self.world.member(id).map(summary).into_iter().collect();
+        }
+        let needle = query.to_lowercase();
+        let mut found: Vec<MemberSummary> =
+            self.world.members().filter(|m| m.name.to_lowercase().contains(&needle)).map(summary).collect();
+        found.sort_by(|a, b| a.name.cmp(&b.name).then(a.member_id.cmp(&b.member_id)));
+        found.truncate(limit.min(SEARCH_RESULTS_MAX));
+        found
+    }
+}
+
+fn member_view(member: &MemberState, version: u64, flags: Vec<&'static str>) -> MemberView {
+    MemberView {
+        member_id: member.member_id,
+        name: member.name.clone(),
+        status: member.status,
+        branch_id: member.branch_id,
+        verified: member.verified,
+        pocket: member.pocket.is_some(),
+        contact_lost: member.contact_lost_since.is_some(),
+        mobile: member.mobile.as_ref().map(|mobile| MobileView {
+            destination_region: mobile.destination_region.clone(),
+            inflow_branch_id: mobile.inflow_branch_id.or(mobile.planned_inflow_branch_id),
+            since: mobile.departed_at,
+            reported: mobile.inflow_branch_id.is_some(),
+        }),
+        open_transfer: member.open_transfer.as_ref().map(|open| OpenTransferView {
+            transfer_id: open.transfer_id,
+            to_branch_id: open.to_branch_id,
+            to_external: open.to_external.clone(),
+            valid_until: open.valid_until,
+        }),
+        flags,
+        version,
+    }
+}
+
+fn roster_entry(member: &MemberState, relation: Relation, since: DateTime<Utc>) -> RosterEntry {
+    RosterEntry {
+        member_id: member.member_id,
+        name: member.name.clone(),
+        status: member.status,
+        relation,
+        since,
+    }
+}
