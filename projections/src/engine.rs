@@ -320,14 +320,19 @@ impl Projections {
             }
         }
         let mut undo = Vec::new();
-        let home = |state: Option<&MemberState>| state.and_then(|s| s.branch_id);
-        for (relation, was, now) in [
-            (Relation::Home, home(before), home(after)),
-            (Relation::Visiting, visiting_branch(before), visiting_branch(after)),
-        ] {
+        // An interval is keyed by branch *and* since: a placement back into the branch that
+        // already holds a pocket member makes that branch the home anew, from the placement.
+        let home = |state: Option<&MemberState>| state.and_then(|s| Some((s.branch_id?, s.home_since)));
+        let visit = |state: Option<&MemberState>| {
+            state.and_then(|s| s.mobile.as_ref()).and_then(|m| Some((m.inflow_branch_id?, m.arrived_at)))
+        };
+        for (relation, was, now) in
+            [(Relation::Home, home(before), home(after)), (Relation::Visiting, visit(before), visit(after))]
+        {
             if was == now {
                 continue;
             }
+            let now = now.map(|(branch, _)| branch);
             let open = match relation {
                 Relation::Home => &mut facts.open_home,
                 Relation::Visiting => &mut facts.open_visit,
