@@ -344,17 +344,19 @@ impl World {
         match event.stream {
             StreamId::Branch(id) => self.apply_branch(id, event),
             StreamId::Member(id) => {
-                let before = self.members.get(&id).cloned().unwrap_or_default();
-                let after = match &event.data {
-                    EventData::EventRetracted { .. } => MemberStream::fold(&history(id)),
-                    _ => {
-                        let mut after = before.clone();
-                        after.apply_live(event);
-                        after
-                    }
-                };
-                self.reindex(id, &before, &after);
-                self.members.insert(id, after);
+                // Only the home is needed from before: updating in place spares a clone of the
+                // member per event (the fold runs millions of times in a rebuild).
+                let old_home =
+                    self.members.get(&id).and_then(|s| s.member.as_ref()).and_then(|m| m.branch_id);
+                let stream = self.members.entry(id).or_default();
+                match &event.data {
+                    EventData::EventRetracted { .. } => *stream = MemberStream::fold(&history(id)),
+                    _ => stream.apply_live(event),
+                }
+                let new_home = stream.member.as_ref().and_then(|m| m.branch_id);
+                let open =
+                    stream.member.as_ref().and_then(|m| m.open_transfer.as_ref()).map(|o| o.transfer_id);
+                self.reindex(id, old_home, new_home, open);
             }
         }
     }
@@ -395,9 +397,13 @@ impl World {
         }
     }
 
-    fn reindex(&mut self, id: MemberId, before: &MemberStream, after: &MemberStream) {
-        let home = |stream: &MemberStream| stream.member.as_ref().and_then(|m| m.branch_id);
-        let (old_home, new_home) = (home(before), home(after));
+    fn reindex(
+        &mut self,
+        id: MemberId,
+        old_home: Option<BranchId>,
+        new_home: Option<BranchId>,
+        open: Option<TransferId>,
+    ) {
         if old_home != new_home {
             if let Some(old) = old_home {
                 if let Some(set) = self.homes.get_mut(&old) {
@@ -408,8 +414,8 @@ impl World {
                 self.homes.entry(new).or_default().insert(id);
             }
         }
-        if let Some(open) = after.member.as_ref().and_then(|m| m.open_transfer.as_ref()) {
-            self.transfers.insert(open.transfer_id, id);
+        if let Some(transfer) = open {
+            self.transfers.insert(transfer, id);
         }
     }
 }

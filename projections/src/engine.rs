@@ -214,15 +214,15 @@ impl Projections {
                 }
             }
             StreamId::Member(member) => {
-                let before = self.world.member(member).cloned();
+                let before = Snapshot::of(self.world.member(member));
                 self.world.apply(event, history);
-                let after = self.world.member(member).cloned();
-                self.update_current(member, before.as_ref(), after.as_ref(), event);
+                let after = Snapshot::of(self.world.member(member));
+                self.update_current(member, &before, &after, event);
                 match &event.data {
                     EventData::EventRetracted { position, .. } => {
                         self.undo(member, *position, event.recorded_at)
                     }
-                    data => self.record_facts(member, before.as_ref(), after.as_ref(), data, fact),
+                    data => self.record_facts(member, &before, &after, data, fact),
                 }
             }
         }
@@ -232,13 +232,11 @@ impl Projections {
     fn update_current(
         &mut self,
         member: MemberId,
-        before: Option<&MemberState>,
-        after: Option<&MemberState>,
+        before: &Snapshot,
+        after: &Snapshot,
         event: &RecordedEvent,
     ) {
-        let home = |state: Option<&MemberState>| {
-            state.and_then(|s| s.branch_id.map(|branch| (branch, s.status == MemberStatus::Full)))
-        };
+        let home = |s: &Snapshot| s.home.map(|(branch, _)| (branch, s.full));
         if home(before) != home(after) {
             if let Some((branch, full)) = home(before) {
                 if let Some(facts) = self.branches.get_mut(&branch) {
@@ -253,19 +251,17 @@ impl Projections {
                 }
             }
         }
-        let (visit_before, visit_after) = (visiting_branch(before), visiting_branch(after));
-        if visit_before != visit_after {
-            if let Some(facts) = visit_before.and_then(|branch| self.branches.get_mut(&branch)) {
+        let visiting = |s: &Snapshot| s.visit.map(|(branch, _)| branch);
+        if visiting(before) != visiting(after) {
+            if let Some(facts) = visiting(before).and_then(|branch| self.branches.get_mut(&branch)) {
                 facts.visitors.remove(&member);
             }
-            if let Some(facts) = visit_after.and_then(|branch| self.branches.get_mut(&branch)) {
+            if let Some(facts) = visiting(after).and_then(|branch| self.branches.get_mut(&branch)) {
                 facts.visitors.insert(member);
             }
         }
-        let open = |state: Option<&MemberState>| state.and_then(|s| s.open_transfer.clone());
-        let (open_before, open_after) = (open(before), open(after));
-        if open_before.as_ref().map(|o| o.transfer_id) != open_after.as_ref().map(|o| o.transfer_id) {
-            if let Some(closed) = open_before {
+        if before.open_transfer != after.open_transfer {
+            if let Some(closed) = before.open_transfer {
                 let state = match event.data {
                     EventData::TransferCompleted { .. } => Some(TransferState::Completed),
                     EventData::TransferCancelled { .. } => Some(TransferState::Cancelled),
@@ -275,16 +271,17 @@ impl Projections {
                 };
                 match state {
                     Some(state) => {
-                        if let Some(row) = self.transfers.get_mut(&closed.transfer_id) {
+                        if let Some(row) = self.transfers.get_mut(&closed) {
                             row.state = state;
                         }
                     }
                     None => {
-                        self.transfers.remove(&closed.transfer_id);
+                        self.transfers.remove(&closed);
                     }
                 }
             }
-            if let Some(opened) = open_after {
+            let opened = self.world.member(member).and_then(|m| m.open_transfer.as_ref());
+            if let Some(opened) = opened {
                 self.transfers.insert(
                     opened.transfer_id,
                     TransferRow {
@@ -300,34 +297,34 @@ impl Projections {
                 );
             }
         }
-        set_membership(&mut self.mobile, member, after.is_some_and(|s| s.mobile.is_some()));
-        set_membership(&mut self.pocket, member, after.is_some_and(|s| s.pocket.is_some()));
+        if before.mobile != after.mobile {
+            set_membership(&mut self.mobile, member, after.mobile);
+        }
+        if before.pocket != after.pocket {
+            set_membership(&mut self.pocket, member, after.pocket);
+        }
     }
 
     /// Bitemporal facts created by a (non-retraction) member event.
     fn record_facts(
         &mut self,
         member: MemberId,
-        before: Option<&MemberState>,
-        after: Option<&MemberState>,
+        before: &Snapshot,
+        after: &Snapshot,
         data: &EventData,
         fact: Fact,
     ) {
         let facts = self.members.entry(member).or_default();
-        if before.is_none() {
-            if let Some(created) = after {
+        if before.status.is_none() {
+            if let Some(created) = self.world.member(member) {
                 facts.name = created.name.clone();
             }
         }
         let mut undo = Vec::new();
         // An interval is keyed by branch *and* since: a placement back into the branch that
         // already holds a pocket member makes that branch the home anew, from the placement.
-        let home = |state: Option<&MemberState>| state.and_then(|s| Some((s.branch_id?, s.home_since)));
-        let visit = |state: Option<&MemberState>| {
-            state.and_then(|s| s.mobile.as_ref()).and_then(|m| Some((m.inflow_branch_id?, m.arrived_at)))
-        };
         for (relation, was, now) in
-            [(Relation::Home, home(before), home(after)), (Relation::Visiting, visit(before), visit(after))]
+            [(Relation::Home, before.home, after.home), (Relation::Visiting, before.visit, after.visit)]
         {
             if was == now {
                 continue;
@@ -349,9 +346,8 @@ impl Projections {
                 undo.push(Undo::IntervalStarted { branch, index: list.len() - 1, relation });
             }
         }
-        let status_after = after.map(|s| s.status);
-        if status_after.is_some() && (before.map(|s| s.status) != status_after || before.is_none()) {
-            facts.statuses.push((fact, status_after.expect("checked")));
+        if let Some(status) = after.status.filter(|status| before.status != Some(*status)) {
+            facts.statuses.push((fact, status));
             undo.push(Undo::Status { index: facts.statuses.len() - 1 });
         }
         let key = (fact.effective_at, fact.position);
@@ -429,6 +425,36 @@ fn open_slot(facts: &mut MemberFacts, relation: Relation) -> &mut Option<(Branch
     match relation {
         Relation::Home => &mut facts.open_home,
         Relation::Visiting => &mut facts.open_visit,
+    }
+}
+
+/// What the read models need of a member before and after an event: small and `Copy`, so no
+/// member is cloned per event.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Snapshot {
+    /// `None` when the member does not exist.
+    status: Option<MemberStatus>,
+    full: bool,
+    home: Option<(BranchId, Option<DateTime<Utc>>)>,
+    visit: Option<(BranchId, Option<DateTime<Utc>>)>,
+    open_transfer: Option<TransferId>,
+    mobile: bool,
+    pocket: bool,
+}
+
+impl Snapshot {
+    fn of(member: Option<&MemberState>) -> Snapshot {
+        Snapshot {
+            status: member.map(|m| m.status),
+            full: member.is_some_and(|m| m.status == MemberStatus::Full),
+            home: member.and_then(|m| Some((m.branch_id?, m.home_since))),
+            visit: member
+                .and_then(|m| m.mobile.as_ref())
+                .and_then(|mobile| Some((mobile.inflow_branch_id?, mobile.arrived_at))),
+            open_transfer: member.and_then(|m| m.open_transfer.as_ref()).map(|open| open.transfer_id),
+            mobile: member.is_some_and(|m| m.mobile.is_some()),
+            pocket: member.is_some_and(|m| m.pocket.is_some()),
+        }
     }
 }
 

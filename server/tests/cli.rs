@@ -71,3 +71,35 @@ fn bad_arguments_are_refused_without_a_panic() {
     assert_eq!(code, 2);
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn rebuild_reports_what_it_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let store = Store::open(&data, StoreOptions::default()).unwrap();
+    let branch = flowbook_core::BranchId(uuid::Uuid::from_u128(1));
+    let event = flowbook_core::NewEvent {
+        stream: flowbook_core::StreamId::Branch(branch),
+        effective_at: Utc::now(),
+        data: flowbook_core::EventData::BranchEstablished {
+            branch_id: branch,
+            name: "一支部".into(),
+            kind: flowbook_core::BranchKind::Branch,
+            parent_id: None,
+            region: "东城区".into(),
+            organizations: vec![],
+        },
+    };
+    let request = AppendRequest {
+        events: vec![flowbook_projections::codec::to_store(&event, "admin", uuid::Uuid::now_v7())],
+        ..Default::default()
+    };
+    store.append(request).unwrap();
+    drop(store);
+    let (code, out, err) = flowbook(&["rebuild", "--data", data.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("rebuilt 1 events") && out.contains("1 branches, 0 members"), "{out}");
+    assert!(err.contains("rebuild: 1 of 1 events (100 %)"), "{err}");
+    let (code, _, err) = flowbook(&["rebuild", "--data", dir.path().join("none").to_str().unwrap()]);
+    assert_eq!((code, err.lines().count()), (2, 1));
+}
