@@ -2,6 +2,9 @@
 //!
 //! The store knows envelopes, the core knows events; this is the one place that knows both.
 
+use std::borrow::Cow;
+
+use chrono::{DateTime, Utc};
 use flowbook_core::{EventData, NewEvent, RecordedEvent, StreamId};
 use flowbook_store::Envelope;
 use serde_json::value::RawValue;
@@ -28,6 +31,44 @@ pub fn recorded(envelope: &Envelope) -> Result<RecordedEvent, DecodeError> {
         effective_at: envelope.effective_at,
         recorded_at: envelope.recorded_at,
         actor: envelope.actor.clone(),
+        data,
+    })
+}
+
+/// The canonical envelope JSON, borrowed where it can be (no allocation for the stream and type).
+#[derive(serde::Deserialize)]
+struct Canonical<'a> {
+    position: u64,
+    #[serde(borrow)]
+    stream: Cow<'a, str>,
+    version: u64,
+    #[serde(rename = "type", borrow)]
+    event_type: Cow<'a, str>,
+    effective_at: DateTime<Utc>,
+    recorded_at: DateTime<Utc>,
+    #[serde(borrow)]
+    actor: Cow<'a, str>,
+    #[serde(borrow)]
+    data: &'a RawValue,
+}
+
+/// A record's canonical bytes (see `Store::scan`) as a typed event, without building the
+/// envelope first.
+pub fn recorded_from_canonical(position: u64, canonical: &[u8]) -> Result<RecordedEvent, DecodeError> {
+    let fail = |detail: String| DecodeError { position, detail };
+    let parsed: Canonical<'_> = serde_json::from_slice(canonical).map_err(|error| fail(error.to_string()))?;
+    if parsed.position != position {
+        return Err(fail(format!("record claims position {}", parsed.position)));
+    }
+    let data = EventData::from_parts(&parsed.event_type, parsed.data.get())
+        .map_err(|error| fail(error.to_string()))?;
+    Ok(RecordedEvent {
+        position,
+        stream: parsed.stream.parse().map_err(fail)?,
+        version: parsed.version,
+        effective_at: parsed.effective_at,
+        recorded_at: parsed.recorded_at,
+        actor: parsed.actor.into_owned(),
         data,
     })
 }

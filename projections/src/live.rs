@@ -122,22 +122,33 @@ fn apply_until(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(), LiveError> {
     while projections.position() < until {
-        let page = store.read_log(projections.position(), APPLY_PAGE_EVENTS)?;
-        if page.is_empty() {
-            break;
-        }
-        for envelope in &page {
-            let event = codec::recorded(envelope)?;
-            let mut failure = None;
+        let before = projections.position();
+        let mut failure: Option<LiveError> = None;
+        let page = APPLY_PAGE_EVENTS.min((until - projections.position()) as usize);
+        let last = store.scan(projections.position(), page, |position, canonical| {
+            let event = match codec::recorded_from_canonical(position, canonical) {
+                Ok(event) => event,
+                Err(error) => {
+                    failure = Some(error.into());
+                    return Err(StoreError::InvalidAppend("stop"));
+                }
+            };
             projections.apply(&event, |member| {
                 member_events(store, member, event.position).unwrap_or_else(|error| {
                     failure = Some(error);
                     Vec::new()
                 })
             });
-            if let Some(error) = failure {
-                return Err(error);
+            match failure {
+                Some(_) => Err(StoreError::InvalidAppend("stop")),
+                None => Ok(()),
             }
+        });
+        if let Some(error) = failure {
+            return Err(error);
+        }
+        if last? == before {
+            break; // nothing more to apply
         }
         progress(projections.position(), until);
     }

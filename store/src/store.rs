@@ -214,6 +214,25 @@ impl Store {
         Ok(events)
     }
 
+    /// Visits durable records after `after`, at most `limit`, with each one's position and
+    /// canonical envelope JSON (the hashed bytes) — no envelope is built. The fast path for
+    /// rebuilding read models. Returns the last position visited (`after` if none).
+    pub fn scan(
+        &self,
+        after: u64,
+        limit: usize,
+        mut visit: impl FnMut(u64, &[u8]) -> Result<()>,
+    ) -> Result<u64> {
+        let until = self.head().min(after.saturating_add(limit as u64));
+        let mut last = after;
+        chunks::for_each_record(&self.shared.tree, after, until, |record| {
+            visit(record.position, record.canonical)?;
+            last = record.position;
+            Ok(())
+        })?;
+        Ok(last)
+    }
+
     /// One event by position, if it is durable.
     pub fn event(&self, position: u64) -> Result<Option<Envelope>> {
         if position == 0 || position > self.head() {
