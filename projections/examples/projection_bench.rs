@@ -125,6 +125,9 @@ impl Generator {
             let event_id = self.id();
             self.pending.push(codec::to_store(event, SYSTEM_ACTOR, event_id));
         }
+        if self.pending.len() >= APPEND_EVENTS {
+            self.flush();
+        }
     }
 
     fn flush(&mut self) {

@@ -1,8 +1,15 @@
 //! The `flowbook` command line. Every command turns its errors into one line on standard error
 //! and an exit code; nothing here panics on user input.
 //!
-//! So far: `verify` and `rebuild`. The HTTP server (`serve`) and the other commands of API.md
-//! come with the server issue.
+//! So far: `serve` (local mode), `verify` and `rebuild`. Tokens, import, export and demo come
+//! with the rest of the server issue.
+
+mod app;
+mod error;
+mod processor;
+mod reads;
+mod time;
+mod writes;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -27,6 +34,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the HTTP server. Without an auth file it runs in local mode: loopback only, and every
+    /// request acts as `local` with the admin role.
+    Serve {
+        /// The data directory (created if missing).
+        #[arg(long, default_value = "./flowbook-data")]
+        data: PathBuf,
+        /// Where to listen.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: std::net::SocketAddr,
+        /// Minutes between expiry sweeps (0: only on demand).
+        #[arg(long, default_value_t = 60)]
+        sweep_every: u64,
+    },
     /// Check every record's checksum and the hash chain. Exit 0: sound; 1: damaged (the first
     /// bad position is named); 2: could not check (no store, or it is in use).
     Verify {
@@ -49,9 +69,114 @@ const EXIT_COULD_NOT_CHECK: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Serve { data, addr, sweep_every } => serve(&data, addr, sweep_every),
         Command::Verify { data } => verify(&data),
         Command::Rebuild { data } => rebuild(&data),
     }
+}
+
+fn serve(data: &Path, addr: std::net::SocketAddr, sweep_every: u64) -> ExitCode {
+    if !addr.ip().is_loopback() {
+        eprintln!("flowbook: local mode (no --auth file) listens on loopback only, not {addr}");
+        return ExitCode::from(EXIT_COULD_NOT_CHECK);
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "flowbook=info,warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let store = match Store::open(data, StoreOptions::default()) {
+        Ok(store) => Arc::new(store),
+        Err(error) => {
+            eprintln!("flowbook: cannot open the store at {}: {error}", data.display());
+            return ExitCode::from(EXIT_COULD_NOT_CHECK);
+        }
+    };
+    let started = Instant::now();
+    let live = match flowbook_projections::Live::open(store, RulesConfig::default(), |_, _| {}) {
+        Ok(live) => Arc::new(live),
+        Err(error) => {
+            eprintln!("flowbook: cannot build the read models: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(
+        events = live.read().position(),
+        seconds = started.elapsed().as_secs_f64(),
+        "read models built"
+    );
+    let processor = match processor::Processor::start(Arc::clone(&live), RulesConfig::default()) {
+        Ok(processor) => processor,
+        Err(error) => {
+            eprintln!("flowbook: {}", error.message);
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("flowbook: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let state = app::AppState { live, processor: processor.clone() };
+    runtime.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                eprintln!("flowbook: cannot listen on {addr}: {error}");
+                return ExitCode::from(EXIT_COULD_NOT_CHECK);
+            }
+        };
+        let bound = listener.local_addr().map_or(addr.to_string(), |a| a.to_string());
+        println!("flowbook listening on http://{bound} (local mode)");
+        if sweep_every > 0 {
+            let processor = processor.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(std::time::Duration::from_secs(sweep_every * 60));
+                loop {
+                    every.tick().await;
+                    match processor.sweep(chrono::Utc::now()).await {
+                        Ok(expired) if expired > 0 => tracing::info!(expired, "expiry sweep"),
+                        Ok(_) => {}
+                        Err(error) => tracing::error!("expiry sweep failed: {}", error.message),
+                    }
+                }
+            });
+        }
+        let served =
+            axum::serve(listener, app::router(state)).with_graceful_shutdown(shutdown_signal()).await;
+        match served {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("flowbook: the server stopped: {error}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM: stop accepting, let in-flight requests finish.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down");
 }
 
 /// Progress lines every this many events while rebuilding.

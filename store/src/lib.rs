@@ -50,7 +50,9 @@ mod writer;
 pub mod testing;
 
 pub use record::{Envelope, NewEvent};
-pub use store::{AppendRequest, Appended, Clock, IdempotencyKey, Store, StoreOptions, Tail, VerifyReport};
+pub use store::{
+    AppendRequest, Appended, Clock, IdempotencyKey, Store, StoreOptions, Submitted, Tail, VerifyReport,
+};
 
 /// Everything that can go wrong in the log. Callers map these to their own errors; none of them is
 /// a panic.

@@ -172,6 +172,12 @@ impl Store {
         reply.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// Queues an append now and returns a handle to wait for it later. Appends are committed in
+    /// the order they are submitted, so a single writer can submit several and wait once.
+    pub fn submit(&self, request: AppendRequest) -> Result<Submitted> {
+        Ok(Submitted(self.enqueue(request)?))
+    }
+
     fn enqueue(&self, request: AppendRequest) -> Result<oneshot::Receiver<Result<Appended>>> {
         check_request(&request)?;
         let (reply, receiver) = oneshot::channel();
@@ -333,6 +339,20 @@ impl Store {
                 VerifyReport { ok: false, checked, first_bad_position: Some(position), detail: Some(detail) }
             }
         })
+    }
+}
+
+/// An append queued by [`Store::submit`].
+pub struct Submitted(oneshot::Receiver<Result<Appended>>);
+
+impl Submitted {
+    /// Blocks until the append is durable (or refused). Not from async code: use `wait_async`.
+    pub fn wait(self) -> Result<Appended> {
+        self.0.blocking_recv().map_err(|_| StoreError::Closed)?
+    }
+
+    pub async fn wait_async(self) -> Result<Appended> {
+        self.0.await.map_err(|_| StoreError::Closed)?
     }
 }
 

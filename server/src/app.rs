@@ -1,0 +1,101 @@
+//! The application: shared state, the extractors that turn axum's rejections into API errors,
+//! and the function that builds the `Router` (tests call it without a socket).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::Router;
+use flowbook_projections::Live;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::error::ApiError;
+use crate::processor::Processor;
+use crate::{reads, writes};
+
+/// Bytes of a request body (API.md: 1 MiB).
+pub const BODY_BYTES_MAX: usize = 1024 * 1024;
+
+/// How long one request may take before it is answered 503.
+pub const REQUEST_TIMEOUT_SECONDS: u64 = 30;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub live: Arc<Live>,
+    pub processor: Processor,
+}
+
+impl AppState {
+    /// The acting token's name. Local mode: everyone is `local`.
+    pub fn actor(&self) -> &str {
+        flowbook_core::LOCAL_ACTOR
+    }
+}
+
+/// `Path` whose rejection is an [`ApiError`].
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct ApiPath<T>(pub T);
+
+/// `Query` whose rejection is an [`ApiError`].
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);
+
+/// The raw body, whose rejection (too large) is an [`ApiError`]. Handlers parse it themselves:
+/// the idempotency fingerprint needs the exact bytes.
+pub struct ApiBody(pub axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for ApiBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        axum::body::Bytes::from_request(request, state).await.map(ApiBody).map_err(ApiError::from)
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/branches", post(writes::establish).get(reads::branches))
+        .route("/v1/branches/{id}", get(reads::branch))
+        .route("/v1/branches/{id}/reclassify", post(writes::reclassify))
+        .route("/v1/branches/{id}/dissolve", post(writes::dissolve))
+        .route("/v1/branches/{id}/roster", get(reads::roster))
+        .route("/v1/members", post(writes::register).get(reads::search))
+        .route("/v1/members/{id}", get(reads::member))
+        .route("/v1/members/{id}/history", get(reads::history))
+        .route("/v1/members/{id}/verify", post(writes::verify))
+        .route("/v1/members/{id}/transfers", post(writes::issue_transfer))
+        .route("/v1/members/{id}/departures", post(writes::depart))
+        .route("/v1/members/{id}/arrivals", post(writes::arrive))
+        .route("/v1/members/{id}/returns", post(writes::return_home))
+        .route("/v1/members/{id}/placement", post(writes::place))
+        .route("/v1/members/{id}/contact", post(writes::contact))
+        .route("/v1/members/{id}/status", post(writes::status))
+        .route("/v1/transfers", get(reads::transfers))
+        .route("/v1/transfers/{id}/complete", post(writes::complete_transfer))
+        .route("/v1/transfers/{id}/cancel", post(writes::cancel_transfer))
+        .route("/v1/pocket-members", post(writes::discover))
+        .route("/v1/events", get(reads::events))
+        .route("/v1/events/{position}/retract", post(writes::retract))
+        .route("/v1/sweeps/expiry", post(writes::sweep))
+        .route("/v1/stats/flows", get(reads::flows))
+        .route("/v1/stats/mobile", get(reads::mobile))
+        .route("/v1/stats/pocket", get(reads::pocket))
+        .route("/v1/audit/verify", get(reads::audit_verify))
+        .route("/healthz", get(reads::healthz))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_secs(REQUEST_TIMEOUT_SECONDS),
+        ))
+        .with_state(state)
+}

@@ -1,0 +1,340 @@
+//! The write path: one thread decides every command, in batches, so decisions never race and the
+//! log's group commit still gets many appends per fsync.
+//!
+//! For each batch the processor takes everything queued, decides each command against its own
+//! write model (`World`) — applying accepted events to it at once, with the positions the log will
+//! give them (the processor is the log's only writer) — and submits each command's append without
+//! waiting. Then it waits for all of them (one durable flush serves the lot), brings the read
+//! models up to date (read-your-writes), and answers. Should an append fail, the write model is
+//! rebuilt from the log before the next batch, so it never stays ahead of what is durable.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use flowbook_core::{
+    decide, expire_overdue_letters, Command, Context, MemberId, NewEvent, RecordedEvent, RulesConfig,
+    StreamId, World, SYSTEM_ACTOR,
+};
+use flowbook_projections::{codec, Live};
+use flowbook_store::{AppendRequest, Envelope, IdempotencyKey, Store, StoreError, Submitted};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+/// Commands waiting for the processor. A full queue answers 503 rather than growing.
+pub const QUEUE_COMMANDS_MAX: usize = 4_096;
+
+/// Commands decided per batch.
+pub const BATCH_COMMANDS_MAX: usize = 512;
+
+/// One write, as the HTTP layer hands it over.
+pub struct Write {
+    pub actor: String,
+    pub command: Command,
+    /// The member stream's version the client expects (`expected_version`).
+    pub expected_version: Option<(StreamId, u64)>,
+    pub idempotency: Option<IdempotencyKey>,
+    pub reply: oneshot::Sender<Result<Written, ApiError>>,
+}
+
+/// What a write appended (or, replayed, what its first sending appended).
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub events: Vec<Envelope>,
+    pub replayed: bool,
+}
+
+enum Job {
+    Write(Write),
+    Sweep { now: DateTime<Utc>, reply: oneshot::Sender<Result<usize, ApiError>> },
+}
+
+/// The handle the HTTP layer holds.
+#[derive(Clone)]
+pub struct Processor {
+    sender: mpsc::Sender<Job>,
+}
+
+impl Processor {
+    /// Starts the processor thread over a store whose read models `live` keeps.
+    pub fn start(live: Arc<Live>, config: RulesConfig) -> Result<Processor, ApiError> {
+        let world = live.read().world().clone();
+        let (sender, receiver) = mpsc::channel(QUEUE_COMMANDS_MAX);
+        let state = State { live, config, world };
+        std::thread::Builder::new()
+            .name("flowbook-processor".into())
+            .spawn(move || state.run(receiver))
+            .map_err(|error| ApiError::internal("starting the processor", error))?;
+        Ok(Processor { sender })
+    }
+
+    pub async fn write(
+        &self,
+        write: impl FnOnce(oneshot::Sender<Result<Written, ApiError>>) -> Write,
+    ) -> Result<Written, ApiError> {
+        let (reply, answer) = oneshot::channel();
+        self.enqueue(Job::Write(write(reply)))?;
+        answer.await.map_err(|_| ApiError::internal("processor", "stopped"))?
+    }
+
+    /// Expires overdue letters now; answers how many.
+    pub async fn sweep(&self, now: DateTime<Utc>) -> Result<usize, ApiError> {
+        let (reply, answer) = oneshot::channel();
+        self.enqueue(Job::Sweep { now, reply })?;
+        answer.await.map_err(|_| ApiError::internal("processor", "stopped"))?
+    }
+
+    fn enqueue(&self, job: Job) -> Result<(), ApiError> {
+        self.sender.try_send(job).map_err(|error| match error {
+            mpsc::error::TrySendError::Full(_) => ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "too many writes queued; try again",
+            ),
+            mpsc::error::TrySendError::Closed(_) => ApiError::internal("processor", "stopped"),
+        })
+    }
+}
+
+struct State {
+    live: Arc<Live>,
+    config: RulesConfig,
+    world: World,
+}
+
+/// An append submitted to the log, and whom to answer.
+enum Outcome {
+    Submitted(Submitted, oneshot::Sender<Result<Written, ApiError>>),
+    Sweep(Vec<Submitted>, oneshot::Sender<Result<usize, ApiError>>),
+    /// Same key and body as an earlier write of this batch: answered with its result.
+    FollowerOf(usize, oneshot::Sender<Result<Written, ApiError>>),
+}
+
+impl State {
+    fn run(mut self, mut receiver: mpsc::Receiver<Job>) {
+        while let Some(first) = receiver.blocking_recv() {
+            let mut jobs = vec![first];
+            while jobs.len() < BATCH_COMMANDS_MAX {
+                match receiver.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.batch(jobs);
+        }
+    }
+
+    fn batch(&mut self, jobs: Vec<Job>) {
+        let store = Arc::clone(self.live.store());
+        let mut next_position = store.head() + 1;
+        let mut pending: Vec<RecordedEvent> = Vec::new();
+        let mut keys: HashMap<String, ([u8; 32], usize)> = HashMap::new();
+        let mut outcomes: Vec<Outcome> = Vec::new();
+        for job in jobs {
+            match job {
+                Job::Write(write) => {
+                    if let Some(key) = &write.idempotency {
+                        if let Some((fingerprint, index)) = keys.get(&key.key) {
+                            if *fingerprint == key.fingerprint {
+                                outcomes.push(Outcome::FollowerOf(*index, write.reply));
+                            } else {
+                                let _ = write.reply.send(Err(StoreError::IdempotencyKeyReused.into()));
+                            }
+                            continue;
+                        }
+                        match store.idempotent_result(key) {
+                            Ok(Some(events)) => {
+                                let _ = write.reply.send(Ok(Written { events, replayed: true }));
+                                continue;
+                            }
+                            Ok(None) => {}
+                            Err(error) => {
+                                let _ = write.reply.send(Err(error.into()));
+                                continue;
+                            }
+                        }
+                    }
+                    if let Some((stream, expected)) = write.expected_version {
+                        let actual = self.world.stream_version(stream);
+                        if actual != expected {
+                            let error =
+                                StoreError::VersionConflict { stream: stream.to_string(), expected, actual };
+                            let _ = write.reply.send(Err(error.into()));
+                            continue;
+                        }
+                    }
+                    let context = Context { now: Utc::now(), actor: &write.actor, config: &self.config };
+                    let events = match decide(&self.world, &write.command, &context) {
+                        Ok(events) => events,
+                        Err(rejection) => {
+                            let _ = write.reply.send(Err(rejection.into()));
+                            continue;
+                        }
+                    };
+                    let key = write.idempotency.clone();
+                    match self.submit(
+                        &store,
+                        &write.actor,
+                        &events,
+                        key.clone(),
+                        &mut next_position,
+                        &mut pending,
+                    ) {
+                        Ok(submitted) => {
+                            if let Some(key) = key {
+                                keys.insert(key.key, (key.fingerprint, outcomes.len()));
+                            }
+                            outcomes.push(Outcome::Submitted(submitted, write.reply));
+                        }
+                        Err(error) => {
+                            let _ = write.reply.send(Err(error));
+                        }
+                    }
+                }
+                Job::Sweep { now, reply } => {
+                    let mut submitted = Vec::new();
+                    for events in expire_overdue_letters(&self.world, now) {
+                        match self.submit(
+                            &store,
+                            SYSTEM_ACTOR,
+                            &events,
+                            None,
+                            &mut next_position,
+                            &mut pending,
+                        ) {
+                            Ok(one) => submitted.push(one),
+                            Err(error) => tracing::error!("sweep: {}", error.message),
+                        }
+                    }
+                    outcomes.push(Outcome::Sweep(submitted, reply));
+                }
+            }
+        }
+        self.finish(outcomes);
+    }
+
+    /// Applies decided events to the write model with the positions the log will give them, and
+    /// submits them as one atomic append with the versions they were decided on.
+    fn submit(
+        &mut self,
+        store: &Store,
+        actor: &str,
+        events: &[NewEvent],
+        idempotency: Option<IdempotencyKey>,
+        next_position: &mut u64,
+        pending: &mut Vec<RecordedEvent>,
+    ) -> Result<Submitted, ApiError> {
+        let mut expected_versions: Vec<(String, u64)> = Vec::new();
+        for event in events {
+            let name = event.stream.to_string();
+            if !expected_versions.iter().any(|(stream, _)| *stream == name) {
+                expected_versions.push((name, self.world.stream_version(event.stream)));
+            }
+        }
+        let request = AppendRequest {
+            events: events.iter().map(|e| codec::to_store(e, actor, Uuid::now_v7())).collect(),
+            expected_versions,
+            idempotency,
+        };
+        let submitted = store.submit(request)?;
+        let now = Utc::now();
+        for event in events {
+            let recorded = RecordedEvent {
+                position: *next_position,
+                stream: event.stream,
+                version: self.world.stream_version(event.stream) + 1,
+                effective_at: event.effective_at,
+                recorded_at: now,
+                actor: actor.to_owned(),
+                data: event.data.clone(),
+            };
+            *next_position += 1;
+            pending.push(recorded.clone());
+            let live = &self.live;
+            self.world.apply(&recorded, |member| member_history(live, member, pending));
+        }
+        Ok(submitted)
+    }
+
+    /// Waits for every append of the batch, catches the read models up, and answers.
+    fn finish(&mut self, outcomes: Vec<Outcome>) {
+        let mut results: Vec<Option<Result<Written, ApiError>>> = Vec::with_capacity(outcomes.len());
+        let mut failed = false;
+        let mut answers = Vec::new();
+        for outcome in outcomes {
+            match outcome {
+                Outcome::Submitted(submitted, reply) => {
+                    let result = submitted
+                        .wait()
+                        .map(|appended| Written { events: appended.into_events(), replayed: false })
+                        .map_err(ApiError::from);
+                    failed |= result.is_err();
+                    results.push(Some(result.clone()));
+                    answers.push(Answer::Write(reply, results.len() - 1));
+                }
+                Outcome::FollowerOf(index, reply) => {
+                    results.push(None);
+                    answers.push(Answer::Follower(reply, index));
+                }
+                Outcome::Sweep(submitted, reply) => {
+                    let mut expired = 0;
+                    let mut error = None;
+                    for one in submitted {
+                        match one.wait() {
+                            Ok(_) => expired += 1,
+                            Err(e) => error = Some(ApiError::from(e)),
+                        }
+                    }
+                    failed |= error.is_some();
+                    results.push(None);
+                    answers.push(Answer::Sweep(reply, error.map_or(Ok(expired), Err)));
+                }
+            }
+        }
+        if failed {
+            // The write model ran ahead of the log: start again from what is durable.
+            tracing::error!("an append failed; rebuilding the write model from the log");
+            if let Err(error) = self.live.catch_up() {
+                tracing::error!("catching up failed: {error}");
+            }
+            self.world = self.live.read().world().clone();
+        } else if let Err(error) = self.live.catch_up() {
+            tracing::error!("catching up failed: {error}");
+        }
+        for answer in answers {
+            match answer {
+                Answer::Write(reply, index) => {
+                    let _ = reply.send(results[index].clone().expect("a write has a result"));
+                }
+                Answer::Follower(reply, index) => {
+                    let result = results
+                        .get(index)
+                        .cloned()
+                        .flatten()
+                        .map(|r| r.map(|written| Written { replayed: true, ..written }));
+                    let _ = reply
+                        .send(result.unwrap_or_else(|| Err(ApiError::internal("batch", "lost a result"))));
+                }
+                Answer::Sweep(reply, result) => {
+                    let _ = reply.send(result);
+                }
+            }
+        }
+    }
+}
+
+enum Answer {
+    Write(oneshot::Sender<Result<Written, ApiError>>, usize),
+    Follower(oneshot::Sender<Result<Written, ApiError>>, usize),
+    Sweep(oneshot::Sender<Result<usize, ApiError>>, Result<usize, ApiError>),
+}
+
+/// A member's stream for a refold: what is durable, plus this batch's events not yet written.
+fn member_history(live: &Live, member: MemberId, pending: &[RecordedEvent]) -> Vec<RecordedEvent> {
+    let mut events = live.member_stream(member).unwrap_or_default();
+    let stream = StreamId::Member(member);
+    events.extend(pending.iter().filter(|e| e.stream == stream).cloned());
+    events
+}

@@ -1,0 +1,273 @@
+//! The HTTP API end to end against the real binary on a free port: a five-minute tour of writes
+//! and reads, error shapes, idempotency, and persistence across a restart.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Server {
+    fn start(data: &std::path::Path) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_flowbook"))
+            .args(["serve", "--data", data.to_str().unwrap(), "--addr", "127.0.0.1:0", "--sweep-every", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start flowbook serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let addr = line
+            .trim()
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .expect(&line)
+            .to_owned();
+        Server { child, addr }
+    }
+
+    /// One HTTP/1.1 request; returns status and JSON body.
+    fn call(&self, method: &str, path: &str, body: Option<&Value>, headers: &[(&str, &str)]) -> (u16, Value) {
+        let mut stream = TcpStream::connect(&self.addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+            self.addr,
+            body.len()
+        );
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        request.push_str(&body);
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).unwrap();
+        let text = String::from_utf8_lossy(&response);
+        let status: u16 = text.split(' ').nth(1).unwrap().parse().unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+            dechunk(body)
+        } else {
+            body.to_owned()
+        };
+        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+    }
+
+    fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call("POST", path, Some(&body), &[])
+    }
+
+    fn get(&self, path: &str) -> (u16, Value) {
+        self.call("GET", path, None, &[])
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.push_str(&tail[..size]);
+        rest = &tail[size + 2..];
+    }
+    out
+}
+
+fn error_code(answer: &(u16, Value)) -> (u16, &str) {
+    (answer.0, answer.1["error"]["code"].as_str().unwrap_or("<no error code>"))
+}
+
+#[test]
+fn the_tour_register_transfer_history_roster_as_of_and_flows() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let founded = json!({"name": "城东社区联合党支部", "kind": "joint_branch", "region": "东城区",
+        "organizations": ["甲公司", "乙协会"], "effective_at": "2015-07-01"});
+    let (status, east) = server.post("/v1/branches", founded);
+    assert_eq!(status, 201, "{east}");
+    let east = east["branch_id"].as_str().unwrap().to_owned();
+    let (_, west) = server.post(
+        "/v1/branches",
+        json!({"name": "科技园第二支部", "kind": "branch", "region": "西城区", "effective_at": "2016-01-01"}),
+    );
+    let west = west["branch_id"].as_str().unwrap().to_owned();
+
+    let (status, registered) = server.post(
+        "/v1/members",
+        json!({"name": "张三", "branch_id": east, "status": "full", "effective_at": "2020-03-01"}),
+    );
+    assert_eq!(status, 201, "{registered}");
+    let member = registered["member_id"].as_str().unwrap().to_owned();
+    assert_eq!(registered["events"][0]["type"], "member_registered");
+    assert_eq!(registered["events"][0]["actor"], "local");
+    assert_eq!(registered["events"][0]["hash"].as_str().unwrap().len(), 64);
+
+    let (status, letter) =
+        server.post(&format!("/v1/members/{member}/transfers"), json!({"to_branch_id": west}));
+    assert_eq!(status, 201, "{letter}");
+    let transfer = letter["transfer_id"].as_str().unwrap().to_owned();
+    let (_, open) = server.get("/v1/transfers?state=open");
+    assert_eq!(open["transfers"][0]["transfer_id"], transfer.as_str());
+    let (status, done) = server.post(&format!("/v1/transfers/{transfer}/complete"), json!({}));
+    assert_eq!(status, 201, "{done}");
+
+    let (_, view) = server.get(&format!("/v1/members/{member}"));
+    assert_eq!(view["branch_id"], west.as_str());
+    let (_, then) = server.get(&format!("/v1/members/{member}?as_of=2021-01-01"));
+    assert_eq!(then["branch_id"], east.as_str(), "as of 2021 the member was still in the east branch");
+    let (_, history) = server.get(&format!("/v1/members/{member}/history"));
+    let types: Vec<&str> =
+        history["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["member_registered", "transfer_initiated", "transfer_completed"]);
+
+    let (_, roster) = server.get(&format!("/v1/branches/{east}/roster?as_of=2021-01-01"));
+    assert_eq!(roster["members"][0]["name"], "张三");
+    assert_eq!(roster["members"][0]["relation"], "home");
+    let (_, roster_now) = server.get(&format!("/v1/branches/{east}/roster"));
+    assert_eq!(roster_now["members"], json!([]));
+
+    let (_, flows) = server.get("/v1/stats/flows?from=2020-01-01&to=2100-01-01&by=region");
+    let matrix = flows["matrix"].as_array().unwrap();
+    assert_eq!(matrix[0], json!({"from": "东城区", "to": "西城区", "count": 1}));
+    let (_, search) = server.get(&format!("/v1/members?q={}", "%E5%BC%A0"));
+    assert_eq!(search["members"][0]["member_id"], member.as_str());
+    let (_, audit) = server.get("/v1/audit/verify");
+    assert_eq!(audit, json!({"ok": true, "checked": 5, "first_bad_position": null}));
+}
+
+#[test]
+fn errors_answer_in_the_api_shape_and_append_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let (_, branch) = server.post(
+        "/v1/branches",
+        json!({"name": "一支部", "kind": "branch", "region": "东城区", "effective_at": "2020-01-01"}),
+    );
+    let branch = branch["branch_id"].as_str().unwrap().to_owned();
+    let (_, member) =
+        server.post("/v1/members", json!({"name": "李四", "branch_id": branch, "status": "full"}));
+    let member = member["member_id"].as_str().unwrap().to_owned();
+    let (_, before) = server.get("/v1/events");
+    let cases = [
+        (server.call("POST", "/v1/members", None, &[]), (400, "malformed")),
+        (
+            server.post("/v1/members", json!({"name": "", "branch_id": branch, "status": "full"})),
+            (400, "malformed"),
+        ),
+        (
+            server.post("/v1/members", json!({"name": "x", "branch_id": "not-a-uuid", "status": "full"})),
+            (400, "malformed"),
+        ),
+        (server.post("/v1/members/not-a-uuid/verify", json!({})), (400, "malformed")),
+        (server.post(&format!("/v1/members/{}/verify", uuid_zero()), json!({})), (404, "not_found")),
+        (
+            server.post(&format!("/v1/members/{member}/transfers"), json!({"to_branch_id": branch})),
+            (422, "same_branch"),
+        ),
+        (server.post(&format!("/v1/members/{member}/returns"), json!({})), (422, "not_mobile")),
+        (
+            server.post(
+                &format!("/v1/members/{member}/contact"),
+                json!({"lost": false, "expected_version": 7}),
+            ),
+            (409, "version_conflict"),
+        ),
+        (
+            server.post(
+                "/v1/members",
+                json!({"name": "x", "branch_id": branch, "status": "full", "member_id": member}),
+            ),
+            (409, "already_exists"),
+        ),
+        (
+            server.post(
+                "/v1/members",
+                json!({"name": "x", "branch_id": branch, "status": "full", "effective_at": "2999-01-01"}),
+            ),
+            (422, "effective_in_future"),
+        ),
+        (server.get("/v1/nowhere"), (404, "not_found")),
+        (server.get("/v1/transfers?state=lost"), (400, "malformed")),
+    ];
+    for (answer, wanted) in &cases {
+        assert_eq!(error_code(answer), *wanted, "{answer:?}");
+        assert!(answer.1["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    let big = "x".repeat(2 * 1024 * 1024);
+    assert_eq!(error_code(&server.post("/v1/members", json!({"name": big}))), (413, "too_large"));
+    let (_, after) = server.get("/v1/events");
+    assert_eq!(before, after, "a refused request appends nothing");
+}
+
+#[test]
+fn an_idempotency_key_replays_and_refuses_another_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let body = json!({"name": "一支部", "kind": "branch", "region": "东城区"});
+    let first = server.call("POST", "/v1/branches", Some(&body), &[("Idempotency-Key", "k-1")]);
+    let again = server.call("POST", "/v1/branches", Some(&body), &[("Idempotency-Key", "k-1")]);
+    assert_eq!(first.0, 201);
+    assert_eq!(first, again);
+    let other = json!({"name": "二支部", "kind": "branch", "region": "东城区"});
+    let reused = server.call("POST", "/v1/branches", Some(&other), &[("Idempotency-Key", "k-1")]);
+    assert_eq!(error_code(&reused), (422, "idempotency_key_reused"));
+    let (_, branches) = server.get("/v1/branches");
+    assert_eq!(branches["branches"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn everything_is_there_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (branches, member) = {
+        let server = Server::start(dir.path());
+        let (_, b) = server.post(
+            "/v1/branches",
+            json!({"name": "一支部", "kind": "branch", "region": "东城区", "effective_at": "2020-01-01"}),
+        );
+        let b = b["branch_id"].as_str().unwrap().to_owned();
+        let (_, m) =
+            server.post("/v1/members", json!({"name": "王五", "branch_id": b, "status": "probationary"}));
+        let m = m["member_id"].as_str().unwrap().to_owned();
+        server.post(&format!("/v1/members/{m}/departures"), json!({"destination_region": "广东省"}));
+        (server.get("/v1/branches").1, server.get(&format!("/v1/members/{m}")).1)
+    };
+    let server = Server::start(dir.path());
+    assert_eq!(server.get("/v1/branches").1, branches);
+    let id = member["member_id"].as_str().unwrap();
+    assert_eq!(server.get(&format!("/v1/members/{id}")).1, member);
+    assert_eq!(server.get("/v1/stats/mobile").1["total"], 1);
+}
+
+#[test]
+fn local_mode_refuses_a_public_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_flowbook"))
+        .args(["serve", "--data", dir.path().to_str().unwrap(), "--addr", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("loopback"));
+}
+
+fn uuid_zero() -> &'static str {
+    "00000000-0000-0000-0000-000000000000"
+}
