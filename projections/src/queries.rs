@@ -4,7 +4,7 @@
 //! filter the bitemporal facts (rosters) or fold one member's short stream (member state).
 //! Neither replays the log.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use flowbook_core::{
@@ -323,29 +323,49 @@ impl Projections {
                 self.world.branch(branch).map_or_else(|| branch.to_string(), |b| b.region.clone())
             }
         };
-        let mut rows: BTreeMap<String, FlowRow> = BTreeMap::new();
-        let mut matrix: BTreeMap<(String, String), u64> = BTreeMap::new();
-        fn row(rows: &mut BTreeMap<String, FlowRow>, key: String) -> &mut FlowRow {
-            rows.entry(key.clone()).or_insert_with(|| FlowRow { key, ..FlowRow::default() })
+        // Count per branch id first (cheap hashing, no strings per record), then name the keys.
+        #[derive(Default)]
+        struct Counts {
+            transfers_in: u64,
+            transfers_out: u64,
+            departures: u64,
+            arrivals: u64,
         }
+        let mut per_branch: HashMap<BranchId, Counts> = HashMap::new();
+        let mut pairs: HashMap<(BranchId, Result<BranchId, &str>), u64> = HashMap::new();
         for record in self.flows.range((from, 0)..(to, 0)).map(|(_, r)| r).filter(|r| r.fact.stands(&at)) {
             match &record.kind {
                 FlowKind::Transfer { from, to, external } => {
-                    let origin = key(*from);
-                    row(&mut rows, origin.clone()).transfers_out += 1;
-                    let destination = match (to, external) {
-                        (Some(to), _) => {
-                            let destination = key(*to);
-                            row(&mut rows, destination.clone()).transfers_in += 1;
-                            destination
+                    per_branch.entry(*from).or_default().transfers_out += 1;
+                    let destination = match to {
+                        Some(to) => {
+                            per_branch.entry(*to).or_default().transfers_in += 1;
+                            Ok(*to)
                         }
-                        (None, external) => format!("external:{}", external.as_deref().unwrap_or("")),
+                        None => Err(external.as_deref().unwrap_or("")),
                     };
-                    *matrix.entry((origin, destination)).or_default() += 1;
+                    *pairs.entry((*from, destination)).or_default() += 1;
                 }
-                FlowKind::Departure { home } => row(&mut rows, key(*home)).departures += 1,
-                FlowKind::Arrival { inflow } => row(&mut rows, key(*inflow)).arrivals += 1,
+                FlowKind::Departure { home } => per_branch.entry(*home).or_default().departures += 1,
+                FlowKind::Arrival { inflow } => per_branch.entry(*inflow).or_default().arrivals += 1,
             }
+        }
+        let mut rows: BTreeMap<String, FlowRow> = BTreeMap::new();
+        for (branch, counts) in per_branch {
+            let key = key(branch);
+            let row = rows.entry(key.clone()).or_insert_with(|| FlowRow { key, ..FlowRow::default() });
+            row.transfers_in += counts.transfers_in;
+            row.transfers_out += counts.transfers_out;
+            row.departures += counts.departures;
+            row.arrivals += counts.arrivals;
+        }
+        let mut matrix: BTreeMap<(String, String), u64> = BTreeMap::new();
+        for ((origin, destination), count) in pairs {
+            let destination = match destination {
+                Ok(branch) => key(branch),
+                Err(external) => format!("external:{external}"),
+            };
+            *matrix.entry((key(origin), destination)).or_default() += count;
         }
         let rows = rows
             .into_values()
