@@ -147,6 +147,8 @@ pub struct Projections {
     pub(crate) mobile: BTreeSet<MemberId>,
     pub(crate) pocket: BTreeSet<MemberId>,
     pub(crate) flows: BTreeMap<(DateTime<Utc>, u64), FlowRecord>,
+    /// The same flows counted per day and branch (latest knowledge), for period queries.
+    pub(crate) daily_flows: crate::daily::Daily,
     pub(crate) pocket_records: BTreeMap<(DateTime<Utc>, u64), PocketRecord>,
     position: u64,
 }
@@ -368,6 +370,7 @@ impl Projections {
             _ => None,
         };
         if let Some(kind) = flow {
+            self.daily_flows.entry(crate::daily::day_of(fact.effective_at)).or_default().add(&kind, 1);
             self.flows.insert(key, FlowRecord { fact, kind });
             undo.push(Undo::Flow { key });
         }
@@ -409,6 +412,9 @@ impl Projections {
                 Undo::Flow { key } => {
                     if let Some(record) = self.flows.get_mut(&key) {
                         record.fact.retracted_at = Some(retracted_at);
+                        if let Some(day) = self.daily_flows.get_mut(&crate::daily::day_of(key.0)) {
+                            day.add(&record.kind, -1);
+                        }
                     }
                 }
                 Undo::Pocket { key } => {

@@ -7,6 +7,7 @@
 //! [`codec`] translates between envelopes and typed events. Deliberately absent: HTTP.
 
 pub mod codec;
+mod daily;
 pub mod engine;
 pub mod flags;
 pub mod live;

@@ -4,7 +4,7 @@
 //! filter the bitemporal facts (rosters) or fold one member's short stream (member state).
 //! Neither replays the log.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use flowbook_core::{
@@ -13,9 +13,8 @@ use flowbook_core::{
 };
 use serde::Serialize;
 
-use crate::engine::{
-    visiting_branch, FlowKind, PocketKind, Projections, Relation, TransferRow, TransferState,
-};
+use crate::daily::{day_of, start_of, Counts, Day, Destination};
+use crate::engine::{visiting_branch, PocketKind, Projections, Relation, TransferRow, TransferState};
 use crate::flags::{branch_flags, member_flags};
 use crate::time::At;
 
@@ -323,49 +322,50 @@ impl Projections {
                 self.world.branch(branch).map_or_else(|| branch.to_string(), |b| b.region.clone())
             }
         };
-        // Count per branch id first (cheap hashing, no strings per record), then name the keys.
-        #[derive(Default)]
-        struct Counts {
-            transfers_in: u64,
-            transfers_out: u64,
-            departures: u64,
-            arrivals: u64,
-        }
-        let mut per_branch: HashMap<BranchId, Counts> = HashMap::new();
-        let mut pairs: HashMap<(BranchId, Result<BranchId, &str>), u64> = HashMap::new();
-        for record in self.flows.range((from, 0)..(to, 0)).map(|(_, r)| r).filter(|r| r.fact.stands(&at)) {
-            match &record.kind {
-                FlowKind::Transfer { from, to, external } => {
-                    per_branch.entry(*from).or_default().transfers_out += 1;
-                    let destination = match to {
-                        Some(to) => {
-                            per_branch.entry(*to).or_default().transfers_in += 1;
-                            Ok(*to)
-                        }
-                        None => Err(external.as_deref().unwrap_or("")),
-                    };
-                    *pairs.entry((*from, destination)).or_default() += 1;
-                }
-                FlowKind::Departure { home } => per_branch.entry(*home).or_default().departures += 1,
-                FlowKind::Arrival { inflow } => per_branch.entry(*inflow).or_default().arrivals += 1,
+        // Count per branch id (no strings per record), then name the keys. Whole days come from
+        // the daily counts; the partial days at the edges, and any `known_at` view, from records.
+        let mut total = Day::default();
+        let walk = |total: &mut Day, from: DateTime<Utc>, to: DateTime<Utc>| {
+            for record in self.flows.range((from, 0)..(to, 0)).map(|(_, r)| r).filter(|r| r.fact.stands(&at))
+            {
+                total.add(&record.kind, 1);
             }
+        };
+        let first_whole = day_of(from) + i64::from(start_of(day_of(from)) < from);
+        let end_whole = day_of(to);
+        if known_at.is_some() || first_whole >= end_whole {
+            walk(&mut total, from, to);
+        } else {
+            walk(&mut total, from, start_of(first_whole));
+            for day in self.daily_flows.range(first_whole..end_whole).map(|(_, day)| day) {
+                total.merge(day);
+            }
+            walk(&mut total, start_of(end_whole), to);
         }
+        let per_branch = total.per_branch;
+        let pairs = total.pairs;
         let mut rows: BTreeMap<String, FlowRow> = BTreeMap::new();
         for (branch, counts) in per_branch {
+            if counts == Counts::default() {
+                continue; // everything retracted
+            }
             let key = key(branch);
             let row = rows.entry(key.clone()).or_insert_with(|| FlowRow { key, ..FlowRow::default() });
-            row.transfers_in += counts.transfers_in;
-            row.transfers_out += counts.transfers_out;
-            row.departures += counts.departures;
-            row.arrivals += counts.arrivals;
+            row.transfers_in += counts.transfers_in.max(0) as u64;
+            row.transfers_out += counts.transfers_out.max(0) as u64;
+            row.departures += counts.departures.max(0) as u64;
+            row.arrivals += counts.arrivals.max(0) as u64;
         }
         let mut matrix: BTreeMap<(String, String), u64> = BTreeMap::new();
         for ((origin, destination), count) in pairs {
+            if count <= 0 {
+                continue;
+            }
             let destination = match destination {
-                Ok(branch) => key(branch),
-                Err(external) => format!("external:{external}"),
+                Destination::Branch(branch) => key(branch),
+                Destination::External(external) => format!("external:{external}"),
             };
-            *matrix.entry((key(origin), destination)).or_default() += count;
+            *matrix.entry((key(origin), destination)).or_default() += count as u64;
         }
         let rows = rows
             .into_values()
