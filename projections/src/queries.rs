@@ -4,7 +4,7 @@
 //! filter the bitemporal facts (rosters) or fold one member's short stream (member state).
 //! Neither replays the log.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use flowbook_core::{
@@ -344,37 +344,66 @@ impl Projections {
         }
         let per_branch = total.per_branch;
         let pairs = total.pairs;
-        let mut rows: BTreeMap<String, FlowRow> = BTreeMap::new();
+        // Name each branch's key once (a region name is shared by many branches), then aggregate
+        // rows and the matrix by key index: a quarter can hold a million origin-destination pairs.
+        let mut names: Vec<String> = Vec::new();
+        let mut index_of_name: HashMap<String, usize> = HashMap::new();
+        let mut index_of_branch: HashMap<BranchId, usize> = HashMap::new();
+        let mut index = |branch: BranchId| -> usize {
+            *index_of_branch.entry(branch).or_insert_with(|| {
+                let name = key(branch);
+                *index_of_name.entry(name.clone()).or_insert_with(|| {
+                    names.push(name);
+                    names.len() - 1
+                })
+            })
+        };
+        let mut sums: HashMap<usize, Counts> = HashMap::new();
         for (branch, counts) in per_branch {
-            if counts == Counts::default() {
-                continue; // everything retracted
-            }
-            let key = key(branch);
-            let row = rows.entry(key.clone()).or_insert_with(|| FlowRow { key, ..FlowRow::default() });
-            row.transfers_in += counts.transfers_in.max(0) as u64;
-            row.transfers_out += counts.transfers_out.max(0) as u64;
-            row.departures += counts.departures.max(0) as u64;
-            row.arrivals += counts.arrivals.max(0) as u64;
+            let sum = sums.entry(index(branch)).or_default();
+            sum.transfers_in += counts.transfers_in;
+            sum.transfers_out += counts.transfers_out;
+            sum.departures += counts.departures;
+            sum.arrivals += counts.arrivals;
         }
-        let mut matrix: BTreeMap<(String, String), u64> = BTreeMap::new();
+        let mut cells: HashMap<(usize, Result<usize, String>), i64> = HashMap::new();
         for ((origin, destination), count) in pairs {
-            if count <= 0 {
-                continue;
-            }
             let destination = match destination {
-                Destination::Branch(branch) => key(branch),
-                Destination::External(external) => format!("external:{external}"),
+                Destination::Branch(branch) => Ok(index(branch)),
+                Destination::External(external) => Err(external),
             };
-            *matrix.entry((key(origin), destination)).or_default() += count as u64;
+            *cells.entry((index(origin), destination)).or_default() += count;
         }
-        let rows = rows
-            .into_values()
-            .map(|mut row| {
-                row.net = row.transfers_in as i64 - row.transfers_out as i64;
-                row
+        let mut rows: Vec<FlowRow> = sums
+            .into_iter()
+            .filter(|(_, counts)| *counts != Counts::default())
+            .map(|(key, c)| {
+                let (transfers_in, transfers_out) =
+                    (c.transfers_in.max(0) as u64, c.transfers_out.max(0) as u64);
+                FlowRow {
+                    key: names[key].clone(),
+                    transfers_in,
+                    transfers_out,
+                    net: transfers_in as i64 - transfers_out as i64,
+                    departures: c.departures.max(0) as u64,
+                    arrivals: c.arrivals.max(0) as u64,
+                }
             })
             .collect();
-        let matrix = matrix.into_iter().map(|((from, to), count)| MatrixCell { from, to, count }).collect();
+        rows.sort_by(|a, b| a.key.cmp(&b.key));
+        let mut matrix: Vec<MatrixCell> = cells
+            .into_iter()
+            .filter(|(_, count)| *count > 0)
+            .map(|((origin, destination), count)| MatrixCell {
+                from: names[origin].clone(),
+                to: match destination {
+                    Ok(key) => names[key].clone(),
+                    Err(external) => format!("external:{external}"),
+                },
+                count: count as u64,
+            })
+            .collect();
+        matrix.sort_by(|a, b| (&a.from, &a.to).cmp(&(&b.from, &b.to)));
         Flows { rows, matrix }
     }
 
