@@ -115,44 +115,75 @@ pub fn rebuild(
     Ok(projections)
 }
 
+/// Batches of decoded events in flight between the decoding thread and the applying one.
+const DECODED_BATCHES_IN_FLIGHT: usize = 4;
+
+/// Applies the log after the checkpoint up to `until`. Decoding (reading chunks, parsing JSON)
+/// and applying cost about the same, so a second thread decodes the next page while this one
+/// applies the current.
 fn apply_until(
     store: &Store,
     projections: &mut Projections,
     until: u64,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(), LiveError> {
-    while projections.position() < until {
-        let before = projections.position();
-        let mut failure: Option<LiveError> = None;
-        let page = APPLY_PAGE_EVENTS.min((until - projections.position()) as usize);
-        let last = store.scan(projections.position(), page, |position, canonical| {
-            let event = match codec::recorded_from_canonical(position, canonical) {
-                Ok(event) => event,
-                Err(error) => {
-                    failure = Some(error.into());
-                    return Err(StoreError::InvalidAppend("stop"));
+    if projections.position() >= until {
+        return Ok(());
+    }
+    let start = projections.position();
+    std::thread::scope(|scope| {
+        let (sender, receiver) =
+            std::sync::mpsc::sync_channel::<Result<Vec<RecordedEvent>, LiveError>>(DECODED_BATCHES_IN_FLIGHT);
+        scope.spawn(move || {
+            let mut after = start;
+            while after < until {
+                let mut batch = Vec::with_capacity(APPLY_PAGE_EVENTS);
+                let mut failure: Option<LiveError> = None;
+                let page = APPLY_PAGE_EVENTS.min((until - after) as usize);
+                let scanned = store.scan(after, page, |position, canonical| {
+                    match codec::recorded_from_canonical(position, canonical) {
+                        Ok(event) => {
+                            batch.push(event);
+                            Ok(())
+                        }
+                        Err(error) => {
+                            failure = Some(error.into());
+                            Err(StoreError::InvalidAppend("stop"))
+                        }
+                    }
+                });
+                let message = match (failure, scanned) {
+                    (Some(error), _) => Err(error),
+                    (None, Err(error)) => Err(error.into()),
+                    (None, Ok(last)) if last == after => break, // the log ends here
+                    (None, Ok(last)) => {
+                        after = last;
+                        Ok(batch)
+                    }
+                };
+                let stop = message.is_err();
+                if sender.send(message).is_err() || stop {
+                    break;
                 }
-            };
-            projections.apply(&event, |member| {
-                member_events(store, member, event.position).unwrap_or_else(|error| {
-                    failure = Some(error);
-                    Vec::new()
-                })
-            });
-            match failure {
-                Some(_) => Err(StoreError::InvalidAppend("stop")),
-                None => Ok(()),
             }
         });
-        if let Some(error) = failure {
-            return Err(error);
+        for batch in receiver {
+            for event in &batch? {
+                let mut failure = None;
+                projections.apply(event, |member| {
+                    member_events(store, member, event.position).unwrap_or_else(|error| {
+                        failure = Some(error);
+                        Vec::new()
+                    })
+                });
+                if let Some(error) = failure {
+                    return Err(error);
+                }
+            }
+            progress(projections.position(), until);
         }
-        if last? == before {
-            break; // nothing more to apply
-        }
-        progress(projections.position(), until);
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// A member's events up to `until` (inclusive), typed.
