@@ -11,6 +11,7 @@ use axum::Router;
 use flowbook_projections::Live;
 use tower_http::timeout::TimeoutLayer;
 
+use crate::access::{Principal, Tokens};
 use crate::error::ApiError;
 use crate::processor::Processor;
 use crate::{reads, writes};
@@ -26,12 +27,50 @@ pub const REQUEST_TIMEOUT_SECONDS: u64 = 30;
 pub struct AppState {
     pub live: Arc<Live>,
     pub processor: Processor,
+    /// `None`: local mode.
+    pub tokens: Option<Arc<Tokens>>,
 }
 
-impl AppState {
-    /// The acting token's name. Local mode: everyone is `local`.
-    pub fn actor(&self) -> &str {
-        flowbook_core::LOCAL_ACTOR
+/// The acting principal, put in the request by [`authenticate`].
+pub struct Actor(pub Principal);
+
+impl<S: Send + Sync> FromRequestParts<S> for Actor {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Principal>().cloned().map(Actor).ok_or_else(|| {
+            ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "a valid bearer token is required")
+        })
+    }
+}
+
+/// Paths anyone may call without a token.
+const OPEN_PATHS: [&str; 2] = ["/healthz", "/openapi.json"];
+
+/// Resolves the bearer token (or local mode) to a principal before any handler runs.
+async fn authenticate(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let principal = match &state.tokens {
+        None => Ok(Principal::local()),
+        Some(_) if OPEN_PATHS.contains(&request.uri().path()) => Ok(Principal::local()),
+        Some(tokens) => {
+            let header =
+                request.headers().get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+            tokens.authenticate(header)
+        }
+    };
+    match principal {
+        Ok(principal) => {
+            request.extensions_mut().insert(principal);
+            next.run(request).await
+        }
+        Err(error) => axum::response::IntoResponse::into_response(error),
     }
 }
 
@@ -92,6 +131,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/audit/verify", get(reads::audit_verify))
         .route("/healthz", get(reads::healthz))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,

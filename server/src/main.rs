@@ -4,6 +4,7 @@
 //! So far: `serve` (local mode), `verify` and `rebuild`. Tokens, import, export and demo come
 //! with the rest of the server issue.
 
+mod access;
 mod app;
 mod error;
 mod processor;
@@ -46,6 +47,14 @@ enum Command {
         /// Minutes between expiry sweeps (0: only on demand).
         #[arg(long, default_value_t = 60)]
         sweep_every: u64,
+        /// The auth file (see `token add`). Without one: local mode.
+        #[arg(long)]
+        auth: Option<PathBuf>,
+    },
+    /// Manage access tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
     },
     /// Check every record's checksum and the hash chain. Exit 0: sound; 1: damaged (the first
     /// bad position is named); 2: could not check (no store, or it is in use).
@@ -62,6 +71,24 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token; the file is created if needed. The token is printed once, alone on the
+    /// last line; only its SHA-256 is stored.
+    Add {
+        #[arg(long)]
+        auth: PathBuf,
+        #[arg(long)]
+        name: String,
+        /// admin, registrar or auditor.
+        #[arg(long)]
+        role: String,
+        /// A branch in a registrar's scope (repeat for several).
+        #[arg(long = "branch")]
+        branches: Vec<flowbook_core::BranchId>,
+    },
+}
+
 /// Exit codes of `flowbook verify` (API.md).
 const EXIT_DAMAGED: u8 = 1;
 const EXIT_COULD_NOT_CHECK: u8 = 2;
@@ -69,17 +96,81 @@ const EXIT_COULD_NOT_CHECK: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { data, addr, sweep_every } => serve(&data, addr, sweep_every),
+        Command::Serve { data, addr, sweep_every, auth } => serve(&data, addr, sweep_every, auth.as_deref()),
+        Command::Token { command: TokenCommand::Add { auth, name, role, branches } } => {
+            token_add(&auth, &name, &role, branches)
+        }
         Command::Verify { data } => verify(&data),
         Command::Rebuild { data } => rebuild(&data),
     }
 }
 
-fn serve(data: &Path, addr: std::net::SocketAddr, sweep_every: u64) -> ExitCode {
-    if !addr.ip().is_loopback() {
+fn token_add(auth: &Path, name: &str, role: &str, branches: Vec<flowbook_core::BranchId>) -> ExitCode {
+    let role = match role {
+        "admin" => access::Role::Admin,
+        "registrar" => access::Role::Registrar,
+        "auditor" => access::Role::Auditor,
+        other => {
+            eprintln!("flowbook: --role must be admin, registrar or auditor, not {other:?}");
+            return ExitCode::from(EXIT_COULD_NOT_CHECK);
+        }
+    };
+    let name = name.trim();
+    if name.is_empty()
+        || name.chars().count() > 200
+        || name == flowbook_core::SYSTEM_ACTOR
+        || name == flowbook_core::LOCAL_ACTOR
+    {
+        eprintln!("flowbook: --name must be 1 to 200 characters and not `system` or `local`");
+        return ExitCode::from(EXIT_COULD_NOT_CHECK);
+    }
+    let mut file = if auth.exists() {
+        match access::AuthFile::load(auth) {
+            Ok(file) => file,
+            Err(error) => {
+                eprintln!("flowbook: {error}");
+                return ExitCode::from(EXIT_COULD_NOT_CHECK);
+            }
+        }
+    } else {
+        access::AuthFile::default()
+    };
+    if file.tokens.iter().any(|entry| entry.name == name) {
+        eprintln!("flowbook: a token named {name:?} already exists");
+        return ExitCode::from(EXIT_COULD_NOT_CHECK);
+    }
+    let token = access::new_token();
+    file.tokens.push(access::TokenEntry {
+        name: name.to_owned(),
+        role,
+        branches,
+        sha256: access::hash_token(&token),
+    });
+    if let Err(error) = file.save(auth) {
+        eprintln!("flowbook: {error}");
+        return ExitCode::FAILURE;
+    }
+    println!("token for {name} ({role:?}) added to {}; it is shown only now:", auth.display());
+    println!("{token}");
+    ExitCode::SUCCESS
+}
+
+fn serve(data: &Path, addr: std::net::SocketAddr, sweep_every: u64, auth: Option<&Path>) -> ExitCode {
+    let tokens = match auth {
+        Some(path) => match access::AuthFile::load(path) {
+            Ok(file) => Some(Arc::new(access::Tokens::from_file(&file))),
+            Err(error) => {
+                eprintln!("flowbook: {error}");
+                return ExitCode::from(EXIT_COULD_NOT_CHECK);
+            }
+        },
+        None => None,
+    };
+    if tokens.is_none() && !addr.ip().is_loopback() {
         eprintln!("flowbook: local mode (no --auth file) listens on loopback only, not {addr}");
         return ExitCode::from(EXIT_COULD_NOT_CHECK);
     }
+    let mode = if tokens.is_some() { "tokens" } else { "local mode" };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -121,7 +212,7 @@ fn serve(data: &Path, addr: std::net::SocketAddr, sweep_every: u64) -> ExitCode 
             return ExitCode::FAILURE;
         }
     };
-    let state = app::AppState { live, processor: processor.clone() };
+    let state = app::AppState { live, processor: processor.clone(), tokens };
     runtime.block_on(async move {
         let listener = match tokio::net::TcpListener::bind(addr).await {
             Ok(listener) => listener,
@@ -131,7 +222,7 @@ fn serve(data: &Path, addr: std::net::SocketAddr, sweep_every: u64) -> ExitCode 
             }
         };
         let bound = listener.local_addr().map_or(addr.to_string(), |a| a.to_string());
-        println!("flowbook listening on http://{bound} (local mode)");
+        println!("flowbook listening on http://{bound} ({mode})");
         if sweep_every > 0 {
             let processor = processor.clone();
             tokio::spawn(async move {

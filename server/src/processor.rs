@@ -21,6 +21,7 @@ use flowbook_store::{AppendRequest, Envelope, IdempotencyKey, Store, StoreError,
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+use crate::access::{may_write, Principal};
 use crate::error::ApiError;
 
 /// Commands waiting for the processor. A full queue answers 503 rather than growing.
@@ -31,7 +32,7 @@ pub const BATCH_COMMANDS_MAX: usize = 512;
 
 /// One write, as the HTTP layer hands it over.
 pub struct Write {
-    pub actor: String,
+    pub principal: Principal,
     pub command: Command,
     /// The member stream's version the client expects (`expected_version`).
     pub expected_version: Option<(StreamId, u64)>,
@@ -165,7 +166,12 @@ impl State {
                             continue;
                         }
                     }
-                    let context = Context { now: Utc::now(), actor: &write.actor, config: &self.config };
+                    if let Err(error) = may_write(&write.principal, &write.command.body, &self.world) {
+                        let _ = write.reply.send(Err(error));
+                        continue;
+                    }
+                    let actor = write.principal.name.clone();
+                    let context = Context { now: Utc::now(), actor: &actor, config: &self.config };
                     let events = match decide(&self.world, &write.command, &context) {
                         Ok(events) => events,
                         Err(rejection) => {
@@ -174,14 +180,8 @@ impl State {
                         }
                     };
                     let key = write.idempotency.clone();
-                    match self.submit(
-                        &store,
-                        &write.actor,
-                        &events,
-                        key.clone(),
-                        &mut next_position,
-                        &mut pending,
-                    ) {
+                    match self.submit(&store, &actor, &events, key.clone(), &mut next_position, &mut pending)
+                    {
                         Ok(submitted) => {
                             if let Some(key) = key {
                                 keys.insert(key.key, (key.fingerprint, outcomes.len()));

@@ -18,7 +18,8 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::app::{ApiBody, ApiPath, AppState};
+use crate::access::{Principal, Role};
+use crate::app::{Actor, ApiBody, ApiPath, AppState};
 use crate::error::ApiError;
 use crate::processor::Write;
 use crate::time::instant;
@@ -55,6 +56,7 @@ fn bodies<T: DeserializeOwned>(body: &Bytes) -> Result<(T, Common), ApiError> {
 /// Submits a write and shapes the answer.
 async fn run(
     state: &AppState,
+    principal: Principal,
     headers: &HeaderMap,
     path: &str,
     body: &Bytes,
@@ -63,15 +65,17 @@ async fn run(
     expected_version: Option<u64>,
     created: Option<(&'static str, Uuid)>,
 ) -> Result<Response, ApiError> {
-    let actor = state.actor().to_owned();
+    let actor = principal.name.clone();
     let idempotency = idempotency_key(headers, &actor, path, body)?;
     let expected_version = match (expected_version, member) {
         (Some(version), Some(member)) => Some((StreamId::Member(member), version)),
         (Some(_), None) => return Err(ApiError::malformed("expected_version applies to member writes")),
         (None, _) => None,
     };
-    let written =
-        state.processor.write(|reply| Write { actor, command, expected_version, idempotency, reply }).await?;
+    let written = state
+        .processor
+        .write(|reply| Write { principal, command, expected_version, idempotency, reply })
+        .await?;
     let mut answer = json!({ "events": written.events });
     if let Some((field, id)) = created {
         // A replay answers with the id the first request created.
@@ -133,6 +137,7 @@ pub struct EstablishBody {
 
 pub async fn establish(
     State(state): State<AppState>,
+    Actor(actor): Actor,
     headers: HeaderMap,
     ApiBody(body): ApiBody,
 ) -> Result<Response, ApiError> {
@@ -149,6 +154,7 @@ pub async fn establish(
     let cmd = command(&common, body_command);
     run(
         &state,
+        actor,
         &headers,
         "branches",
         &body,
@@ -167,6 +173,7 @@ pub struct ReclassifyBody {
 
 pub async fn reclassify(
     State(state): State<AppState>,
+    Actor(actor): Actor,
     ApiPath(id): ApiPath<BranchId>,
     headers: HeaderMap,
     ApiBody(body): ApiBody,
@@ -175,6 +182,7 @@ pub async fn reclassify(
     let cmd = command(&common, CommandBody::ReclassifyBranch { branch_id: id, kind: own.kind });
     run(
         &state,
+        actor,
         &headers,
         &format!("branches/{id}/reclassify"),
         &body,
@@ -193,14 +201,25 @@ pub struct DissolveBody {
 
 pub async fn dissolve(
     State(state): State<AppState>,
+    Actor(actor): Actor,
     ApiPath(id): ApiPath<BranchId>,
     headers: HeaderMap,
     ApiBody(body): ApiBody,
 ) -> Result<Response, ApiError> {
     let (own, common): (DissolveBody, Common) = bodies(&body)?;
     let cmd = command(&common, CommandBody::DissolveBranch { branch_id: id, successor_id: own.successor_id });
-    run(&state, &headers, &format!("branches/{id}/dissolve"), &body, cmd, None, common.expected_version, None)
-        .await
+    run(
+        &state,
+        actor,
+        &headers,
+        &format!("branches/{id}/dissolve"),
+        &body,
+        cmd,
+        None,
+        common.expected_version,
+        None,
+    )
+    .await
 }
 
 // ---- members -------------------------------------------------------------------------------------
@@ -215,6 +234,7 @@ pub struct RegisterBody {
 
 pub async fn register(
     State(state): State<AppState>,
+    Actor(actor): Actor,
     headers: HeaderMap,
     ApiBody(body): ApiBody,
 ) -> Result<Response, ApiError> {
@@ -230,7 +250,8 @@ pub async fn register(
         },
     );
     let created = Some(("member_id", member_id.0));
-    run(&state, &headers, "members", &body, cmd, Some(member_id), common.expected_version, created).await
+    run(&state, actor, &headers, "members", &body, cmd, Some(member_id), common.expected_version, created)
+        .await
 }
 
 #[derive(Deserialize)]
@@ -239,6 +260,7 @@ pub struct Empty {}
 /// A member write whose own body is empty (`verify`, `returns`).
 async fn member_only(
     state: AppState,
+    actor: Principal,
     headers: HeaderMap,
     body: Bytes,
     path: String,
@@ -247,16 +269,17 @@ async fn member_only(
 ) -> Result<Response, ApiError> {
     let (_, common): (Empty, Common) = bodies(&body)?;
     let cmd = command(&common, make(member));
-    run(&state, &headers, &path, &body, cmd, Some(member), common.expected_version, None).await
+    run(&state, actor, &headers, &path, &body, cmd, Some(member), common.expected_version, None).await
 }
 
 pub async fn verify(
     State(state): State<AppState>,
+    Actor(actor): Actor,
     ApiPath(id): ApiPath<MemberId>,
     headers: HeaderMap,
     ApiBody(body): ApiBody,
 ) -> Result<Response, ApiError> {
-    member_only(state, headers, body, format!("members/{id}/verify"), id, |member_id| {
+    member_only(state, actor, headers, body, format!("members/{id}/verify"), id, |member_id| {
         CommandBody::VerifyMember { member_id }
     })
     .await
@@ -264,12 +287,13 @@ pub async fn verify(
 
 pub async fn return_home(
     State(state): State<AppState>,
+    Actor(actor): Actor,
     ApiPath(id): ApiPath<MemberId>,
     headers: HeaderMap,
     ApiBody(body): ApiBody,
 ) -> Result<Response, ApiError> {
-    member_only(state, headers, body, format!("members/{id}/returns"), id, |member_id| CommandBody::Return {
-        member_id,
+    member_only(state, actor, headers, body, format!("members/{id}/returns"), id, |member_id| {
+        CommandBody::Return { member_id }
     })
     .await
 }
@@ -286,6 +310,7 @@ pub struct TransferBody {
 
 pub async fn issue_transfer(
     State(state): State<AppState>,
+    Actor(actor): Actor,
     ApiPath(id): ApiPath<MemberId>,
     headers: HeaderMap,
     ApiBody(body): ApiBody,
@@ -310,6 +335,7 @@ pub async fn issue_transfer(
     let created = Some(("transfer_id", transfer_id.0));
     run(
         &state,
+        actor,
         &headers,
         &format!("members/{id}/transfers"),
         &body,
@@ -323,6 +349,7 @@ pub async fn issue_transfer(
 
 pub async fn complete_transfer(
     State(state): State<AppState>,
+    Actor(actor): Actor,
     ApiPath(id): ApiPath<TransferId>,
     headers: HeaderMap,
     ApiBody(body): ApiBody,
@@ -332,6 +359,7 @@ pub async fn complete_transfer(
     let cmd = command(&common, CommandBody::CompleteTransfer { transfer_id: id });
     run(
         &state,
+        actor,
         &headers,
         &format!("transfers/{id}/complete"),
         &body,
@@ -350,6 +378,7 @@ pub struct CancelBody {
 
 pub async fn cancel_transfer(
     State(state): State<AppState>,
+    Actor(actor): Actor,
     ApiPath(id): ApiPath<TransferId>,
     headers: HeaderMap,
     ApiBody(body): ApiBody,
@@ -359,6 +388,7 @@ pub async fn cancel_transfer(
     let cmd = command(&common, CommandBody::CancelTransfer { transfer_id: id, reason: own.reason });
     run(
         &state,
+        actor,
         &headers,
         &format!("transfers/{id}/cancel"),
         &body,
@@ -382,6 +412,7 @@ pub struct DepartureBody {
 
 pub async fn depart(
     State(state): State<AppState>,
+    Actor(actor): Actor,
     ApiPath(id): ApiPath<MemberId>,
     headers: HeaderMap,
     ApiBody(body): ApiBody,
@@ -400,6 +431,7 @@ pub async fn depart(
     );
     run(
         &state,
+        actor,
         &headers,
         &format!("members/{id}/departures"),
         &body,
@@ -418,6 +450,7 @@ pub struct ArrivalBody {
 
 pub async fn arrive(
     State(state): State<AppState>,
+    Actor(actor): Actor,
     ApiPath(id): ApiPath<MemberId>,
     headers: HeaderMap,
     ApiBody(body): ApiBody,
@@ -426,6 +459,7 @@ pub async fn arrive(
     let cmd = command(&common, CommandBody::Arrive { member_id: id, inflow_branch_id: own.inflow_branch_id });
     run(
         &state,
+        actor,
         &headers,
         &format!("members/{id}/arrivals"),
         &body,
@@ -450,6 +484,7 @@ pub struct PocketBody {
 
 pub async fn discover(
     State(state): State<AppState>,
+    Actor(actor): Actor,
     headers: HeaderMap,
     ApiBody(body): ApiBody,
 ) -> Result<Response, ApiError> {
@@ -475,7 +510,8 @@ pub async fn discover(
             found_organization: own.found_organization,
         },
     );
-    run(&state, &headers, "pocket-members", &body, cmd, Some(member), common.expected_version, created).await
+    run(&state, actor, &headers, "pocket-members", &body, cmd, Some(member), common.expected_version, created)
+        .await
 }
 
 #[derive(Deserialize)]
@@ -485,6 +521,7 @@ pub struct PlacementBody {
 
 pub async fn place(
     State(state): State<AppState>,
+    Actor(actor): Actor,
     ApiPath(id): ApiPath<MemberId>,
     headers: HeaderMap,
     ApiBody(body): ApiBody,
@@ -493,6 +530,7 @@ pub async fn place(
     let cmd = command(&common, CommandBody::PlacePocketMember { member_id: id, branch_id: own.branch_id });
     run(
         &state,
+        actor,
         &headers,
         &format!("members/{id}/placement"),
         &body,
@@ -512,6 +550,7 @@ pub struct ContactBody {
 
 pub async fn contact(
     State(state): State<AppState>,
+    Actor(actor): Actor,
     ApiPath(id): ApiPath<MemberId>,
     headers: HeaderMap,
     ApiBody(body): ApiBody,
@@ -520,6 +559,7 @@ pub async fn contact(
     let cmd = command(&common, CommandBody::SetContact { member_id: id, lost: own.lost, reason: own.reason });
     run(
         &state,
+        actor,
         &headers,
         &format!("members/{id}/contact"),
         &body,
@@ -539,6 +579,7 @@ pub struct StatusBody {
 
 pub async fn status(
     State(state): State<AppState>,
+    Actor(actor): Actor,
     ApiPath(id): ApiPath<MemberId>,
     headers: HeaderMap,
     ApiBody(body): ApiBody,
@@ -547,6 +588,7 @@ pub async fn status(
     let cmd = command(&common, CommandBody::ChangeStatus { member_id: id, to: own.to, reason: own.reason });
     run(
         &state,
+        actor,
         &headers,
         &format!("members/{id}/status"),
         &body,
@@ -565,6 +607,7 @@ pub struct RetractBody {
 
 pub async fn retract(
     State(state): State<AppState>,
+    Actor(actor): Actor,
     ApiPath(position): ApiPath<u64>,
     headers: HeaderMap,
     ApiBody(body): ApiBody,
@@ -578,6 +621,7 @@ pub async fn retract(
     let cmd = command(&common, CommandBody::Retract { target, reason: own.reason });
     run(
         &state,
+        actor,
         &headers,
         &format!("events/{position}/retract"),
         &body,
@@ -589,8 +633,15 @@ pub async fn retract(
     .await
 }
 
-pub async fn sweep(State(state): State<AppState>, ApiBody(body): ApiBody) -> Result<Response, ApiError> {
+pub async fn sweep(
+    State(state): State<AppState>,
+    Actor(actor): Actor,
+    ApiBody(body): ApiBody,
+) -> Result<Response, ApiError> {
     let _: Empty = parse_body(&body)?;
+    if actor.role != Role::Admin {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "sweeps are the admin's"));
+    }
     let expired = state.processor.sweep(Utc::now()).await?;
     Ok((StatusCode::OK, Json(json!({ "expired": expired }))).into_response())
 }

@@ -15,8 +15,13 @@ struct Server {
 
 impl Server {
     fn start(data: &std::path::Path) -> Server {
+        Server::start_with(data, &[])
+    }
+
+    fn start_with(data: &std::path::Path, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_flowbook"))
             .args(["serve", "--data", data.to_str().unwrap(), "--addr", "127.0.0.1:0", "--sweep-every", "0"])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -270,4 +275,76 @@ fn local_mode_refuses_a_public_address() {
 
 fn uuid_zero() -> &'static str {
     "00000000-0000-0000-0000-000000000000"
+}
+
+/// `flowbook token add`; returns the token (the last line of its output).
+fn add_token(auth: &std::path::Path, name: &str, role: &str, branches: &[&str]) -> String {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_flowbook"));
+    command.args(["token", "add", "--auth", auth.to_str().unwrap(), "--name", name, "--role", role]);
+    for branch in branches {
+        command.args(["--branch", branch]);
+    }
+    let output = command.output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    stdout.lines().last().unwrap().to_owned()
+}
+
+#[test]
+fn tokens_roles_and_registrar_scopes() {
+    let dir = tempfile::tempdir().unwrap();
+    let auth = dir.path().join("auth.json");
+    let (b1, b2) = ("00000000-0000-0000-0000-0000000000b1", "00000000-0000-0000-0000-0000000000b2");
+    let admin = add_token(&auth, "admin", "admin", &[]);
+    let registrar = add_token(&auth, "王书记", "registrar", &[b1]);
+    let auditor = add_token(&auth, "auditor", "auditor", &[]);
+    let stored = std::fs::read_to_string(&auth).unwrap();
+    assert!(!stored.contains(&admin) && !stored.contains(&registrar), "only hashes are stored");
+
+    let server = Server::start_with(&dir.path().join("data"), &["--auth", auth.to_str().unwrap()]);
+    let bearer = |token: &str| format!("Bearer {token}");
+    let as_ = |token: &str, method: &str, path: &str, body: Option<Value>| {
+        server.call(method, path, body.as_ref(), &[("Authorization", &bearer(token))])
+    };
+
+    assert_eq!(error_code(&server.get("/v1/branches")), (401, "unauthenticated"));
+    assert_eq!(error_code(&as_("not-a-token", "GET", "/v1/branches", None)), (401, "unauthenticated"));
+    assert_eq!(server.get("/healthz").0, 200, "healthz needs no token");
+
+    for (branch, name) in [(b1, "一支部"), (b2, "二支部")] {
+        let body = json!({"branch_id": branch, "name": name, "kind": "branch", "region": "东城区", "effective_at": "2020-01-01"});
+        assert_eq!(
+            error_code(&as_(&registrar, "POST", "/v1/branches", Some(body.clone()))),
+            (403, "forbidden")
+        );
+        assert_eq!(as_(&admin, "POST", "/v1/branches", Some(body)).0, 201);
+    }
+    assert_eq!(as_(&auditor, "GET", "/v1/branches", None).0, 200);
+    let register = |branch: &str| json!({"name": "赵六", "branch_id": branch, "status": "full"});
+    assert_eq!(error_code(&as_(&auditor, "POST", "/v1/members", Some(register(b1)))), (403, "forbidden"));
+    assert_eq!(error_code(&as_(&registrar, "POST", "/v1/members", Some(register(b2)))), (403, "forbidden"));
+    let (status, registered) = as_(&registrar, "POST", "/v1/members", Some(register(b1)));
+    assert_eq!(status, 201, "{registered}");
+    assert_eq!(registered["events"][0]["actor"], "王书记");
+    let member = registered["member_id"].as_str().unwrap().to_owned();
+
+    let verify = format!("/v1/members/{member}/verify");
+    assert_eq!(error_code(&as_(&registrar, "POST", &verify, Some(json!({})))), (422, "same_actor"));
+    assert_eq!(as_(&admin, "POST", &verify, Some(json!({}))).0, 201);
+    as_(
+        &registrar,
+        "POST",
+        &format!("/v1/members/{member}/departures"),
+        Some(json!({"destination_region": "广东省"})),
+    );
+    let arrive = json!({"inflow_branch_id": b2});
+    let arrival = as_(&registrar, "POST", &format!("/v1/members/{member}/arrivals"), Some(arrive));
+    assert_eq!(error_code(&arrival), (403, "forbidden"), "an arrival is the inflow branch's to record");
+    assert_eq!(
+        error_code(&as_(&registrar, "POST", "/v1/sweeps/expiry", Some(json!({})))),
+        (403, "forbidden")
+    );
+    assert_eq!(as_(&admin, "POST", "/v1/sweeps/expiry", Some(json!({}))).1, json!({"expired": 0}));
+    let unknown = format!("/v1/members/{}/verify", uuid_zero());
+    assert_eq!(error_code(&as_(&registrar, "POST", &unknown, Some(json!({})))), (404, "not_found"));
 }
