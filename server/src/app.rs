@@ -123,6 +123,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/transfers/{id}/cancel", post(writes::cancel_transfer))
         .route("/v1/pocket-members", post(writes::discover))
         .route("/v1/events", get(reads::events))
+        .route("/v1/events/stream", get(reads::stream))
         .route("/v1/events/{position}/retract", post(writes::retract))
         .route("/v1/sweeps/expiry", post(writes::sweep))
         .route("/v1/stats/flows", get(reads::flows))

@@ -203,3 +203,56 @@ pub async fn audit_verify(State(state): State<AppState>) -> Result<Response, Api
 pub async fn healthz(State(state): State<AppState>) -> Response {
     Json(json!({ "ok": true, "position": state.live.read().position() })).into_response()
 }
+
+/// Events a live stream reads from the log at a time: all a client can cost in memory, since the
+/// stream is pulled at the client's pace and never buffers beyond one page.
+pub const STREAM_PAGE_EVENTS: usize = 256;
+
+#[derive(Debug, Deserialize)]
+pub struct StreamQuery {
+    after: Option<u64>,
+}
+
+/// `/v1/events/stream`: the log as Server-Sent Events from `after` (or `Last-Event-ID`), then
+/// live. Each event's SSE id is its position, so a reconnecting client resumes with no gap and no
+/// duplicate.
+pub async fn stream(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<StreamQuery>,
+    headers: axum::http::HeaderMap,
+) -> Result<
+    axum::response::sse::Sse<
+        impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+    >,
+    ApiError,
+> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let resume =
+        headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+    let after = resume.or(query.after).unwrap_or(0);
+    let tail = state.live.store().tail(after);
+    let events = futures_util::stream::unfold(
+        (tail, std::collections::VecDeque::new()),
+        |(mut tail, mut buffered): (
+            flowbook_store::Tail,
+            std::collections::VecDeque<flowbook_store::Envelope>,
+        )| async move {
+            loop {
+                if let Some(envelope) = buffered.pop_front() {
+                    let event = Event::default()
+                        .id(envelope.position.to_string())
+                        .event("event")
+                        .json_data(&envelope)
+                        .unwrap_or_else(|_| Event::default().comment("unserialisable event"));
+                    return Some((Ok(event), (tail, buffered)));
+                }
+                match tail.next_batch(STREAM_PAGE_EVENTS).await {
+                    Ok(batch) => buffered.extend(batch),
+                    // The log is closing (shutdown) or damaged: end the stream; the client resumes.
+                    Err(_) => return None,
+                }
+            }
+        },
+    );
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}

@@ -348,3 +348,41 @@ fn tokens_roles_and_registrar_scopes() {
     let unknown = format!("/v1/members/{}/verify", uuid_zero());
     assert_eq!(error_code(&as_(&registrar, "POST", &unknown, Some(json!({})))), (404, "not_found"));
 }
+
+#[test]
+fn the_event_stream_catches_up_then_follows_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    for n in 0..3 {
+        server
+            .post("/v1/branches", json!({"name": format!("支部{n}"), "kind": "branch", "region": "东城区"}));
+    }
+    let open_stream = |headers: &str| {
+        let mut stream = TcpStream::connect(&server.addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let request = format!("GET /v1/events/stream?after=1 HTTP/1.1\r\nHost: x\r\n{headers}\r\n");
+        stream.write_all(request.as_bytes()).unwrap();
+        stream
+    };
+    // Reads until `count` more SSE ids have arrived; returns them.
+    let read_ids = |stream: &mut TcpStream, count: usize| {
+        let mut text = String::new();
+        let mut buffer = [0u8; 4096];
+        loop {
+            let ids: Vec<u64> =
+                text.lines().filter_map(|l| l.strip_prefix("id: ")).filter_map(|v| v.parse().ok()).collect();
+            if ids.len() >= count {
+                return ids;
+            }
+            let n = stream.read(&mut buffer).expect("the stream stalled");
+            assert!(n > 0, "the stream ended: {text}");
+            text.push_str(&String::from_utf8_lossy(&buffer[..n]));
+        }
+    };
+    let mut stream = open_stream("");
+    assert_eq!(read_ids(&mut stream, 2), vec![2, 3], "catch-up after position 1");
+    server.post("/v1/branches", json!({"name": "新支部", "kind": "branch", "region": "西城区"}));
+    assert_eq!(read_ids(&mut stream, 1), vec![4], "then live");
+    let mut resumed = open_stream("Last-Event-ID: 3\r\n");
+    assert_eq!(read_ids(&mut resumed, 1), vec![4], "Last-Event-ID wins over after");
+}
