@@ -386,3 +386,198 @@ fn the_event_stream_catches_up_then_follows_and_resumes() {
     let mut resumed = open_stream("Last-Event-ID: 3\r\n");
     assert_eq!(read_ids(&mut resumed, 1), vec![4], "Last-Event-ID wins over after");
 }
+
+/// xorshift64*: a reproducible stream of choices for the fuzz test.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[(self.next() % items.len() as u64) as usize]
+    }
+}
+
+/// Sends raw bytes (any method, path, headers, body) and returns the status, or 0 when the server
+/// closed the connection without an answer (allowed for garbage that is not HTTP).
+fn raw(addr: &str, request: &[u8]) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let _ = stream.write_all(request);
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, text)
+}
+
+#[test]
+fn fuzzed_requests_never_get_a_5xx_and_only_accepted_writes_append() {
+    let requests: u64 = std::env::var("FUZZ_REQUESTS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let seed = std::env::var("FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x5EED);
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let (_, branch) = server.post(
+        "/v1/branches",
+        json!({"name": "一支部", "kind": "branch", "region": "东城区", "effective_at": "2020-01-01"}),
+    );
+    let branch = branch["branch_id"].as_str().unwrap().to_owned();
+    let (_, member) =
+        server.post("/v1/members", json!({"name": "张三", "branch_id": branch, "status": "full"}));
+    let member = member["member_id"].as_str().unwrap().to_owned();
+    let mut rng = Rng(seed);
+    let ids = [
+        branch.as_str(),
+        member.as_str(),
+        "00000000-0000-0000-0000-000000000000",
+        "not-a-uuid",
+        "",
+        "%00",
+        "../..",
+        "1",
+        "99999999999999999999",
+    ];
+    let paths = [
+        "/v1/branches",
+        "/v1/branches/{id}",
+        "/v1/branches/{id}/reclassify",
+        "/v1/branches/{id}/dissolve",
+        "/v1/branches/{id}/roster",
+        "/v1/members",
+        "/v1/members/{id}",
+        "/v1/members/{id}/history",
+        "/v1/members/{id}/verify",
+        "/v1/members/{id}/transfers",
+        "/v1/members/{id}/departures",
+        "/v1/members/{id}/arrivals",
+        "/v1/members/{id}/returns",
+        "/v1/members/{id}/placement",
+        "/v1/members/{id}/contact",
+        "/v1/members/{id}/status",
+        "/v1/transfers",
+        "/v1/transfers/{id}/complete",
+        "/v1/transfers/{id}/cancel",
+        "/v1/pocket-members",
+        "/v1/events",
+        "/v1/events/{id}/retract",
+        "/v1/sweeps/expiry",
+        "/v1/stats/flows",
+        "/v1/stats/mobile",
+        "/v1/stats/pocket",
+        "/healthz",
+        "/v1/nope",
+    ];
+    let queries = [
+        "",
+        "?as_of=2021-01-01",
+        "?known_at=garbage",
+        "?from=2020-01-01&to=2030-01-01&by=region",
+        "?state=open",
+        "?limit=99999999&after=-1",
+        "?q=%E5%BC%A0",
+        "?as_of=",
+    ];
+    let fields = [
+        "name",
+        "branch_id",
+        "status",
+        "kind",
+        "region",
+        "to_branch_id",
+        "to_external",
+        "reason",
+        "lost",
+        "to",
+        "source",
+        "destination_region",
+        "inflow_branch_id",
+        "effective_at",
+        "expected_version",
+        "valid_until",
+        "member_id",
+        "successor_id",
+    ];
+    let values = [
+        json!(null),
+        json!(true),
+        json!(-1),
+        json!(1.5),
+        json!(""),
+        json!("full"),
+        json!("probationary"),
+        json!("branch"),
+        json!("survey"),
+        json!("2020-01-01"),
+        json!("2999-01-01T00:00:00Z"),
+        json!([1, 2]),
+        json!({"a": 1}),
+        json!("张三".repeat(70)),
+        json!(branch),
+        json!(member),
+        json!(u64::MAX),
+    ];
+    let mut accepted_events = 0u64;
+    let (_, before) = server.get("/v1/events?limit=10000");
+    let before = before["events"].as_array().unwrap().len() as u64;
+    for n in 0..requests {
+        let method = *rng.pick(&["GET", "POST", "POST", "POST", "PUT", "DELETE", "PATCH"]);
+        let id: &str = *rng.pick(&ids);
+        let template: &str = *rng.pick(&paths);
+        let query: &str = *rng.pick(&queries);
+        let path = format!("{}{query}", template.replace("{id}", id));
+        let body = match rng.next() % 6 {
+            0 => String::new(),
+            1 => "{not json".to_owned(),
+            2 => String::from_utf8_lossy(
+                &(0..(rng.next() % 64)).map(|_| (rng.next() % 256) as u8).collect::<Vec<u8>>(),
+            )
+            .into_owned(),
+            _ => {
+                let mut object = serde_json::Map::new();
+                for _ in 0..(rng.next() % 5) {
+                    object.insert((*rng.pick(&fields)).to_owned(), rng.pick(&values).clone());
+                }
+                Value::Object(object).to_string()
+            }
+        };
+        let mut headers = String::new();
+        if rng.next() % 4 == 0 {
+            headers.push_str(&format!("Idempotency-Key: k{}\r\n", rng.next() % 8));
+        }
+        if rng.next() % 8 == 0 {
+            headers.push_str("Authorization: Bearer nonsense\r\n");
+        }
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: fuzz\r\nConnection: close\r\nContent-Type: application/json\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let (status, text) = raw(&server.addr, request.as_bytes());
+        assert!(status < 500, "request {n} ({method} {path} {body:?}) got {status}: {text}");
+        if status == 201 {
+            let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+            let body = if text.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+                dechunk(body)
+            } else {
+                body.to_owned()
+            };
+            let answer: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            let replayed = headers.contains("Idempotency-Key")
+                && answer["events"][0]["position"].as_u64().is_some_and(|p| p <= before + accepted_events);
+            if !replayed {
+                accepted_events += answer["events"].as_array().map_or(0, |e| e.len() as u64);
+            }
+        }
+    }
+    assert_eq!(server.get("/healthz").0, 200, "the server is still up");
+    assert!(accepted_events > 0, "the fuzz should get some writes accepted, or the last check proves little");
+    let (_, after) = server.get("/v1/events?limit=10000");
+    assert_eq!(
+        after["events"].as_array().unwrap().len() as u64,
+        before + accepted_events,
+        "only accepted writes appended"
+    );
+    assert!(server.get("/v1/audit/verify").1["ok"].as_bool().unwrap());
+}
