@@ -80,6 +80,20 @@ impl Processor {
         answer.await.map_err(|_| ApiError::internal("processor", "stopped"))?
     }
 
+    /// Queues a write, waiting for room in the queue (not refusing when full), and returns where
+    /// its answer will come. Writes queued one after another are decided in that order.
+    pub async fn queue(
+        &self,
+        write: impl FnOnce(oneshot::Sender<Result<Written, ApiError>>) -> Write,
+    ) -> Result<oneshot::Receiver<Result<Written, ApiError>>, ApiError> {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send(Job::Write(write(reply)))
+            .await
+            .map_err(|_| ApiError::internal("processor", "stopped"))?;
+        Ok(answer)
+    }
+
     /// Expires overdue letters now; answers how many.
     pub async fn sweep(&self, now: DateTime<Utc>) -> Result<usize, ApiError> {
         let (reply, answer) = oneshot::channel();

@@ -1,10 +1,11 @@
-//! The write endpoints: each parses its body, turns it into a core `Command` (generating v7 ids
-//! the client did not supply), and hands it to the processor. Answers `201 {"events": [...]}`
+//! The write endpoints. Every write — from HTTP or from an import line — is an *op* (the path
+//! after `/v1/`) and a JSON body; [`prepare`] turns the pair into a core `Command` (generating v7
+//! ids the client did not supply), and the processor decides it. Answers `201 {"events": [...]}`
 //! with the created id where one was created.
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -12,6 +13,7 @@ use flowbook_core::{
     BranchId, BranchKind, Command, CommandBody, DiscoverySource, DiscoverySubject, MemberId, MemberStatus,
     RetractTarget, StreamId, TransferId, TransferTarget,
 };
+use flowbook_projections::Live;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -19,13 +21,13 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::access::{Principal, Role};
-use crate::app::{Actor, ApiBody, ApiPath, AppState};
+use crate::app::{Actor, ApiBody, AppState};
 use crate::error::ApiError;
-use crate::processor::Write;
+use crate::processor::{Write, Written};
 use crate::time::instant;
 
 /// Parses a JSON body; an empty body is `{}`.
-pub fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let text: &[u8] = if body.iter().all(|b| b.is_ascii_whitespace()) { b"{}" } else { body };
     serde_json::from_slice(text)
         .map_err(|error| ApiError::malformed(format!("the body is not a valid request: {error}")))
@@ -39,9 +41,8 @@ struct Common {
     expected_version: Option<u64>,
 }
 
-/// Reads the body twice: once for the write's own fields (unknown ones refused), once for the
-/// common ones.
-fn bodies<T: DeserializeOwned>(body: &Bytes) -> Result<(T, Common), ApiError> {
+/// Reads the body for the op's own fields and the common ones.
+fn bodies<T: DeserializeOwned>(body: &[u8]) -> Result<(T, Common), ApiError> {
     #[derive(Deserialize)]
     struct WithCommon<T> {
         #[serde(flatten)]
@@ -53,26 +54,251 @@ fn bodies<T: DeserializeOwned>(body: &Bytes) -> Result<(T, Common), ApiError> {
     Ok((both.own, both.common))
 }
 
-/// Submits a write and shapes the answer.
-async fn run(
-    state: &AppState,
-    principal: Principal,
-    headers: &HeaderMap,
-    path: &str,
-    body: &Bytes,
+/// A write ready for the processor.
+pub struct Prepared {
     command: Command,
+    /// The member stream `expected_version` refers to.
     member: Option<MemberId>,
     expected_version: Option<u64>,
+    /// The id field and value of what the write creates.
     created: Option<(&'static str, Uuid)>,
-) -> Result<Response, ApiError> {
-    let actor = principal.name.clone();
-    let idempotency = idempotency_key(headers, &actor, path, body)?;
-    let expected_version = match (expected_version, member) {
-        (Some(version), Some(member)) => Some((StreamId::Member(member), version)),
-        (Some(_), None) => return Err(ApiError::malformed("expected_version applies to member writes")),
-        (None, _) => None,
+}
+
+impl Prepared {
+    fn new(common: Common, member: Option<MemberId>, body: CommandBody) -> Prepared {
+        Prepared {
+            command: Command { effective_at: common.effective_at, body },
+            member,
+            expected_version: common.expected_version,
+            created: None,
+        }
+    }
+
+    /// The command and the member stream version the client expects, if any.
+    fn expected(self) -> Result<(Command, Option<(StreamId, u64)>), ApiError> {
+        let expected = match (self.expected_version, self.member) {
+            (Some(version), Some(member)) => Some((StreamId::Member(member), version)),
+            (Some(_), None) => return Err(ApiError::malformed("expected_version applies to member writes")),
+            (None, _) => None,
+        };
+        Ok((self.command, expected))
+    }
+
+    fn creating(mut self, field: &'static str, id: Uuid) -> Prepared {
+        self.created = Some((field, id));
+        self
+    }
+}
+
+fn parse_id<T: std::str::FromStr>(text: &str, what: &str) -> Result<T, ApiError> {
+    text.parse().map_err(|_| ApiError::malformed(format!("{text:?} is not a valid {what} id")))
+}
+
+fn new_id(now: DateTime<Utc>) -> Uuid {
+    let random: [u8; 10] = *Uuid::new_v4().as_bytes().first_chunk().expect("16 bytes");
+    uuid::Builder::from_unix_timestamp_millis(u64::try_from(now.timestamp_millis()).unwrap_or(0), &random)
+        .into_uuid()
+}
+
+/// Turns an op (`members/<id>/transfers`, …) and its body into a command.
+pub fn prepare(live: &Live, op: &str, body: &[u8]) -> Result<Prepared, ApiError> {
+    let parts: Vec<&str> = op.trim_matches('/').split('/').collect();
+    let unknown = || ApiError::not_found("write");
+    Ok(match parts.as_slice() {
+        ["branches"] => {
+            let (own, common): (EstablishBody, Common) = bodies(body)?;
+            let branch_id = own.branch_id.unwrap_or_else(|| BranchId(new_id(Utc::now())));
+            let body = CommandBody::EstablishBranch {
+                branch_id,
+                name: own.name,
+                kind: own.kind,
+                region: own.region,
+                parent_id: own.parent_id,
+                organizations: own.organizations,
+            };
+            Prepared::new(common, None, body).creating("branch_id", branch_id.0)
+        }
+        ["branches", id, action] => {
+            let branch_id: BranchId = parse_id(id, "branch")?;
+            match *action {
+                "reclassify" => {
+                    let (own, common): (ReclassifyBody, Common) = bodies(body)?;
+                    Prepared::new(common, None, CommandBody::ReclassifyBranch { branch_id, kind: own.kind })
+                }
+                "dissolve" => {
+                    let (own, common): (DissolveBody, Common) = bodies(body)?;
+                    Prepared::new(
+                        common,
+                        None,
+                        CommandBody::DissolveBranch { branch_id, successor_id: own.successor_id },
+                    )
+                }
+                _ => return Err(unknown()),
+            }
+        }
+        ["members"] => {
+            let (own, common): (RegisterBody, Common) = bodies(body)?;
+            let member_id = own.member_id.unwrap_or_else(|| MemberId(new_id(Utc::now())));
+            let body = CommandBody::RegisterMember {
+                member_id,
+                name: own.name,
+                branch_id: own.branch_id,
+                status: own.status,
+            };
+            Prepared::new(common, Some(member_id), body).creating("member_id", member_id.0)
+        }
+        ["members", id, action] => prepare_member(parse_id(id, "member")?, action, body)?,
+        ["transfers", id, action] => {
+            let transfer_id: TransferId = parse_id(id, "transfer")?;
+            let member = live.read().world().transfer_member(transfer_id);
+            match *action {
+                "complete" => {
+                    let (_, common): (Empty, Common) = bodies(body)?;
+                    Prepared::new(common, member, CommandBody::CompleteTransfer { transfer_id })
+                }
+                "cancel" => {
+                    let (own, common): (CancelBody, Common) = bodies(body)?;
+                    Prepared::new(
+                        common,
+                        member,
+                        CommandBody::CancelTransfer { transfer_id, reason: own.reason },
+                    )
+                }
+                _ => return Err(unknown()),
+            }
+        }
+        ["pocket-members"] => prepare_discovery(body)?,
+        ["events", position, "retract"] => {
+            let position: u64 =
+                position.parse().map_err(|_| ApiError::malformed("the position must be a number"))?;
+            let (own, common): (RetractBody, Common) = bodies(body)?;
+            let target = live.store().event(position)?.and_then(|envelope| {
+                let stream = envelope.stream.parse::<StreamId>().ok()?;
+                Some(RetractTarget { position, stream, event_type: envelope.event_type })
+            });
+            Prepared::new(common, None, CommandBody::Retract { target, reason: own.reason })
+        }
+        _ => return Err(unknown()),
+    })
+}
+
+fn prepare_member(member_id: MemberId, action: &str, body: &[u8]) -> Result<Prepared, ApiError> {
+    let member = Some(member_id);
+    Ok(match action {
+        "verify" => {
+            let (_, common): (Empty, Common) = bodies(body)?;
+            Prepared::new(common, member, CommandBody::VerifyMember { member_id })
+        }
+        "returns" => {
+            let (_, common): (Empty, Common) = bodies(body)?;
+            Prepared::new(common, member, CommandBody::Return { member_id })
+        }
+        "transfers" => {
+            let (own, common): (TransferBody, Common) = bodies(body)?;
+            let to = match (own.to_branch_id, own.to_external) {
+                (Some(branch), None) => TransferTarget::Branch(branch),
+                (None, Some(external)) => TransferTarget::External(external),
+                _ => return Err(ApiError::malformed("give exactly one of to_branch_id and to_external")),
+            };
+            let transfer_id = own.transfer_id.unwrap_or_else(|| TransferId(new_id(Utc::now())));
+            let body = CommandBody::IssueTransfer {
+                member_id,
+                transfer_id,
+                to,
+                letter_no: own.letter_no,
+                valid_until: own.valid_until,
+            };
+            Prepared::new(common, member, body).creating("transfer_id", transfer_id.0)
+        }
+        "departures" => {
+            let (own, common): (DepartureBody, Common) = bodies(body)?;
+            let body = CommandBody::Depart {
+                member_id,
+                destination_region: own.destination_region,
+                destination_organization: own.destination_organization,
+                inflow_branch_id: own.inflow_branch_id,
+                certificate_no: own.certificate_no,
+                expected_return: own.expected_return,
+            };
+            Prepared::new(common, member, body)
+        }
+        "arrivals" => {
+            let (own, common): (ArrivalBody, Common) = bodies(body)?;
+            Prepared::new(
+                common,
+                member,
+                CommandBody::Arrive { member_id, inflow_branch_id: own.inflow_branch_id },
+            )
+        }
+        "placement" => {
+            let (own, common): (PlacementBody, Common) = bodies(body)?;
+            Prepared::new(
+                common,
+                member,
+                CommandBody::PlacePocketMember { member_id, branch_id: own.branch_id },
+            )
+        }
+        "contact" => {
+            let (own, common): (ContactBody, Common) = bodies(body)?;
+            Prepared::new(
+                common,
+                member,
+                CommandBody::SetContact { member_id, lost: own.lost, reason: own.reason },
+            )
+        }
+        "status" => {
+            let (own, common): (StatusBody, Common) = bodies(body)?;
+            Prepared::new(
+                common,
+                member,
+                CommandBody::ChangeStatus { member_id, to: own.to, reason: own.reason },
+            )
+        }
+        _ => return Err(ApiError::not_found("write")),
+    })
+}
+
+fn prepare_discovery(body: &[u8]) -> Result<Prepared, ApiError> {
+    let (own, common): (PocketBody, Common) = bodies(body)?;
+    let (subject, member, created) = match (own.member_id, own.name) {
+        (Some(member), None) if own.new_member_id.is_none() && own.status.is_none() => {
+            (DiscoverySubject::Known(member), member, None)
+        }
+        (None, Some(name)) => {
+            let new_member_id = own.new_member_id.unwrap_or_else(|| MemberId(new_id(Utc::now())));
+            let status = own.status.unwrap_or(MemberStatus::Full);
+            (DiscoverySubject::Unknown { new_member_id, name, status }, new_member_id, Some(new_member_id.0))
+        }
+        (None, None) => return Err(ApiError::malformed("name is required when member_id is not given")),
+        _ => {
+            return Err(ApiError::malformed(
+                "give member_id for a known member, or name (and status, new_member_id) for a person unknown to the system",
+            ))
+        }
     };
-    let written = state
+    let body = CommandBody::DiscoverPocketMember {
+        subject,
+        source: own.source,
+        found_region: own.found_region,
+        found_organization: own.found_organization,
+    };
+    let prepared = Prepared::new(common, Some(member), body);
+    Ok(match created {
+        Some(id) => prepared.creating("member_id", id),
+        None => prepared,
+    })
+}
+
+/// Submits a prepared write as `principal`, with an optional idempotency key.
+pub async fn submit(
+    state: &AppState,
+    principal: Principal,
+    prepared: Prepared,
+    idempotency: Option<flowbook_store::IdempotencyKey>,
+) -> Result<Value, ApiError> {
+    let created = prepared.created;
+    let (command, expected_version) = prepared.expected()?;
+    let written: Written = state
         .processor
         .write(|reply| Write { principal, command, expected_version, idempotency, reply })
         .await?;
@@ -82,7 +308,7 @@ async fn run(
         let id = if written.replayed { created_id(&written.events, field).unwrap_or(id) } else { id };
         answer[field] = json!(id);
     }
-    Ok((StatusCode::CREATED, Json(answer)).into_response())
+    Ok(answer)
 }
 
 fn created_id(events: &[flowbook_store::Envelope], field: &str) -> Option<Uuid> {
@@ -90,12 +316,12 @@ fn created_id(events: &[flowbook_store::Envelope], field: &str) -> Option<Uuid> 
     data.get(field)?.as_str()?.parse().ok()
 }
 
-/// The `Idempotency-Key` header, scoped to the actor; the fingerprint covers path and body.
+/// The `Idempotency-Key` header, scoped to the actor; the fingerprint covers op and body.
 fn idempotency_key(
     headers: &HeaderMap,
     actor: &str,
-    path: &str,
-    body: &Bytes,
+    op: &str,
+    body: &[u8],
 ) -> Result<Option<flowbook_store::IdempotencyKey>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
     let key = value.to_str().map_err(|_| ApiError::malformed("Idempotency-Key must be text"))?;
@@ -103,7 +329,7 @@ fn idempotency_key(
         return Err(ApiError::malformed("Idempotency-Key must be 1 to 200 characters"));
     }
     let mut hasher = Sha256::new();
-    hasher.update(path.as_bytes());
+    hasher.update(op.as_bytes());
     hasher.update([0]);
     hasher.update(body);
     Ok(Some(flowbook_store::IdempotencyKey {
@@ -112,525 +338,19 @@ fn idempotency_key(
     }))
 }
 
-fn new_id(now: DateTime<Utc>) -> Uuid {
-    let random: [u8; 10] = *Uuid::new_v4().as_bytes().first_chunk().expect("16 bytes");
-    uuid::Builder::from_unix_timestamp_millis(u64::try_from(now.timestamp_millis()).unwrap_or(0), &random)
-        .into_uuid()
-}
-
-fn command(common: &Common, body: CommandBody) -> Command {
-    Command { effective_at: common.effective_at, body }
-}
-
-// ---- branches ------------------------------------------------------------------------------------
-
-#[derive(Deserialize)]
-pub struct EstablishBody {
-    name: String,
-    kind: BranchKind,
-    region: String,
-    parent_id: Option<BranchId>,
-    #[serde(default)]
-    organizations: Vec<String>,
-    branch_id: Option<BranchId>,
-}
-
-pub async fn establish(
+/// Every `POST /v1/…` write: the op is the path after `/v1/`.
+pub async fn write(
     State(state): State<AppState>,
     Actor(actor): Actor,
+    uri: Uri,
     headers: HeaderMap,
     ApiBody(body): ApiBody,
 ) -> Result<Response, ApiError> {
-    let (own, common): (EstablishBody, Common) = bodies(&body)?;
-    let branch_id = own.branch_id.unwrap_or_else(|| BranchId(new_id(Utc::now())));
-    let body_command = CommandBody::EstablishBranch {
-        branch_id,
-        name: own.name,
-        kind: own.kind,
-        region: own.region,
-        parent_id: own.parent_id,
-        organizations: own.organizations,
-    };
-    let cmd = command(&common, body_command);
-    run(
-        &state,
-        actor,
-        &headers,
-        "branches",
-        &body,
-        cmd,
-        None,
-        common.expected_version,
-        Some(("branch_id", branch_id.0)),
-    )
-    .await
-}
-
-#[derive(Deserialize)]
-pub struct ReclassifyBody {
-    kind: BranchKind,
-}
-
-pub async fn reclassify(
-    State(state): State<AppState>,
-    Actor(actor): Actor,
-    ApiPath(id): ApiPath<BranchId>,
-    headers: HeaderMap,
-    ApiBody(body): ApiBody,
-) -> Result<Response, ApiError> {
-    let (own, common): (ReclassifyBody, Common) = bodies(&body)?;
-    let cmd = command(&common, CommandBody::ReclassifyBranch { branch_id: id, kind: own.kind });
-    run(
-        &state,
-        actor,
-        &headers,
-        &format!("branches/{id}/reclassify"),
-        &body,
-        cmd,
-        None,
-        common.expected_version,
-        None,
-    )
-    .await
-}
-
-#[derive(Deserialize)]
-pub struct DissolveBody {
-    successor_id: Option<BranchId>,
-}
-
-pub async fn dissolve(
-    State(state): State<AppState>,
-    Actor(actor): Actor,
-    ApiPath(id): ApiPath<BranchId>,
-    headers: HeaderMap,
-    ApiBody(body): ApiBody,
-) -> Result<Response, ApiError> {
-    let (own, common): (DissolveBody, Common) = bodies(&body)?;
-    let cmd = command(&common, CommandBody::DissolveBranch { branch_id: id, successor_id: own.successor_id });
-    run(
-        &state,
-        actor,
-        &headers,
-        &format!("branches/{id}/dissolve"),
-        &body,
-        cmd,
-        None,
-        common.expected_version,
-        None,
-    )
-    .await
-}
-
-// ---- members -------------------------------------------------------------------------------------
-
-#[derive(Deserialize)]
-pub struct RegisterBody {
-    name: String,
-    branch_id: BranchId,
-    status: MemberStatus,
-    member_id: Option<MemberId>,
-}
-
-pub async fn register(
-    State(state): State<AppState>,
-    Actor(actor): Actor,
-    headers: HeaderMap,
-    ApiBody(body): ApiBody,
-) -> Result<Response, ApiError> {
-    let (own, common): (RegisterBody, Common) = bodies(&body)?;
-    let member_id = own.member_id.unwrap_or_else(|| MemberId(new_id(Utc::now())));
-    let cmd = command(
-        &common,
-        CommandBody::RegisterMember {
-            member_id,
-            name: own.name,
-            branch_id: own.branch_id,
-            status: own.status,
-        },
-    );
-    let created = Some(("member_id", member_id.0));
-    run(&state, actor, &headers, "members", &body, cmd, Some(member_id), common.expected_version, created)
-        .await
-}
-
-#[derive(Deserialize)]
-pub struct Empty {}
-
-/// A member write whose own body is empty (`verify`, `returns`).
-async fn member_only(
-    state: AppState,
-    actor: Principal,
-    headers: HeaderMap,
-    body: Bytes,
-    path: String,
-    member: MemberId,
-    make: impl FnOnce(MemberId) -> CommandBody,
-) -> Result<Response, ApiError> {
-    let (_, common): (Empty, Common) = bodies(&body)?;
-    let cmd = command(&common, make(member));
-    run(&state, actor, &headers, &path, &body, cmd, Some(member), common.expected_version, None).await
-}
-
-pub async fn verify(
-    State(state): State<AppState>,
-    Actor(actor): Actor,
-    ApiPath(id): ApiPath<MemberId>,
-    headers: HeaderMap,
-    ApiBody(body): ApiBody,
-) -> Result<Response, ApiError> {
-    member_only(state, actor, headers, body, format!("members/{id}/verify"), id, |member_id| {
-        CommandBody::VerifyMember { member_id }
-    })
-    .await
-}
-
-pub async fn return_home(
-    State(state): State<AppState>,
-    Actor(actor): Actor,
-    ApiPath(id): ApiPath<MemberId>,
-    headers: HeaderMap,
-    ApiBody(body): ApiBody,
-) -> Result<Response, ApiError> {
-    member_only(state, actor, headers, body, format!("members/{id}/returns"), id, |member_id| {
-        CommandBody::Return { member_id }
-    })
-    .await
-}
-
-#[derive(Deserialize)]
-pub struct TransferBody {
-    to_branch_id: Option<BranchId>,
-    to_external: Option<String>,
-    letter_no: Option<String>,
-    #[serde(default, deserialize_with = "instant::option")]
-    valid_until: Option<DateTime<Utc>>,
-    transfer_id: Option<TransferId>,
-}
-
-pub async fn issue_transfer(
-    State(state): State<AppState>,
-    Actor(actor): Actor,
-    ApiPath(id): ApiPath<MemberId>,
-    headers: HeaderMap,
-    ApiBody(body): ApiBody,
-) -> Result<Response, ApiError> {
-    let (own, common): (TransferBody, Common) = bodies(&body)?;
-    let to = match (own.to_branch_id, own.to_external) {
-        (Some(branch), None) => TransferTarget::Branch(branch),
-        (None, Some(external)) => TransferTarget::External(external),
-        _ => return Err(ApiError::malformed("give exactly one of to_branch_id and to_external")),
-    };
-    let transfer_id = own.transfer_id.unwrap_or_else(|| TransferId(new_id(Utc::now())));
-    let cmd = command(
-        &common,
-        CommandBody::IssueTransfer {
-            member_id: id,
-            transfer_id,
-            to,
-            letter_no: own.letter_no,
-            valid_until: own.valid_until,
-        },
-    );
-    let created = Some(("transfer_id", transfer_id.0));
-    run(
-        &state,
-        actor,
-        &headers,
-        &format!("members/{id}/transfers"),
-        &body,
-        cmd,
-        Some(id),
-        common.expected_version,
-        created,
-    )
-    .await
-}
-
-pub async fn complete_transfer(
-    State(state): State<AppState>,
-    Actor(actor): Actor,
-    ApiPath(id): ApiPath<TransferId>,
-    headers: HeaderMap,
-    ApiBody(body): ApiBody,
-) -> Result<Response, ApiError> {
-    let (_, common): (Empty, Common) = bodies(&body)?;
-    let member = state.live.read().world().transfer_member(id);
-    let cmd = command(&common, CommandBody::CompleteTransfer { transfer_id: id });
-    run(
-        &state,
-        actor,
-        &headers,
-        &format!("transfers/{id}/complete"),
-        &body,
-        cmd,
-        member,
-        common.expected_version,
-        None,
-    )
-    .await
-}
-
-#[derive(Deserialize)]
-pub struct CancelBody {
-    reason: String,
-}
-
-pub async fn cancel_transfer(
-    State(state): State<AppState>,
-    Actor(actor): Actor,
-    ApiPath(id): ApiPath<TransferId>,
-    headers: HeaderMap,
-    ApiBody(body): ApiBody,
-) -> Result<Response, ApiError> {
-    let (own, common): (CancelBody, Common) = bodies(&body)?;
-    let member = state.live.read().world().transfer_member(id);
-    let cmd = command(&common, CommandBody::CancelTransfer { transfer_id: id, reason: own.reason });
-    run(
-        &state,
-        actor,
-        &headers,
-        &format!("transfers/{id}/cancel"),
-        &body,
-        cmd,
-        member,
-        common.expected_version,
-        None,
-    )
-    .await
-}
-
-#[derive(Deserialize)]
-pub struct DepartureBody {
-    destination_region: String,
-    destination_organization: Option<String>,
-    inflow_branch_id: Option<BranchId>,
-    certificate_no: Option<String>,
-    #[serde(default, deserialize_with = "instant::option")]
-    expected_return: Option<DateTime<Utc>>,
-}
-
-pub async fn depart(
-    State(state): State<AppState>,
-    Actor(actor): Actor,
-    ApiPath(id): ApiPath<MemberId>,
-    headers: HeaderMap,
-    ApiBody(body): ApiBody,
-) -> Result<Response, ApiError> {
-    let (own, common): (DepartureBody, Common) = bodies(&body)?;
-    let cmd = command(
-        &common,
-        CommandBody::Depart {
-            member_id: id,
-            destination_region: own.destination_region,
-            destination_organization: own.destination_organization,
-            inflow_branch_id: own.inflow_branch_id,
-            certificate_no: own.certificate_no,
-            expected_return: own.expected_return,
-        },
-    );
-    run(
-        &state,
-        actor,
-        &headers,
-        &format!("members/{id}/departures"),
-        &body,
-        cmd,
-        Some(id),
-        common.expected_version,
-        None,
-    )
-    .await
-}
-
-#[derive(Deserialize)]
-pub struct ArrivalBody {
-    inflow_branch_id: BranchId,
-}
-
-pub async fn arrive(
-    State(state): State<AppState>,
-    Actor(actor): Actor,
-    ApiPath(id): ApiPath<MemberId>,
-    headers: HeaderMap,
-    ApiBody(body): ApiBody,
-) -> Result<Response, ApiError> {
-    let (own, common): (ArrivalBody, Common) = bodies(&body)?;
-    let cmd = command(&common, CommandBody::Arrive { member_id: id, inflow_branch_id: own.inflow_branch_id });
-    run(
-        &state,
-        actor,
-        &headers,
-        &format!("members/{id}/arrivals"),
-        &body,
-        cmd,
-        Some(id),
-        common.expected_version,
-        None,
-    )
-    .await
-}
-
-#[derive(Deserialize)]
-pub struct PocketBody {
-    source: DiscoverySource,
-    member_id: Option<MemberId>,
-    name: Option<String>,
-    status: Option<MemberStatus>,
-    new_member_id: Option<MemberId>,
-    found_region: Option<String>,
-    found_organization: Option<String>,
-}
-
-pub async fn discover(
-    State(state): State<AppState>,
-    Actor(actor): Actor,
-    headers: HeaderMap,
-    ApiBody(body): ApiBody,
-) -> Result<Response, ApiError> {
-    let (own, common): (PocketBody, Common) = bodies(&body)?;
-    let (subject, member, created) = match (own.member_id, own.name) {
-        (Some(member), None) if own.new_member_id.is_none() && own.status.is_none() => {
-            (DiscoverySubject::Known(member), member, None)
-        }
-        (None, Some(name)) => {
-            let new_member_id = own.new_member_id.unwrap_or_else(|| MemberId(new_id(Utc::now())));
-            let status = own.status.unwrap_or(MemberStatus::Full);
-            (DiscoverySubject::Unknown { new_member_id, name, status }, new_member_id, Some(("member_id", new_member_id.0)))
-        }
-        (None, None) => return Err(ApiError::malformed("name is required when member_id is not given")),
-        _ => return Err(ApiError::malformed("give member_id for a known member, or name (and status, new_member_id) for a person unknown to the system")),
-    };
-    let cmd = command(
-        &common,
-        CommandBody::DiscoverPocketMember {
-            subject,
-            source: own.source,
-            found_region: own.found_region,
-            found_organization: own.found_organization,
-        },
-    );
-    run(&state, actor, &headers, "pocket-members", &body, cmd, Some(member), common.expected_version, created)
-        .await
-}
-
-#[derive(Deserialize)]
-pub struct PlacementBody {
-    branch_id: BranchId,
-}
-
-pub async fn place(
-    State(state): State<AppState>,
-    Actor(actor): Actor,
-    ApiPath(id): ApiPath<MemberId>,
-    headers: HeaderMap,
-    ApiBody(body): ApiBody,
-) -> Result<Response, ApiError> {
-    let (own, common): (PlacementBody, Common) = bodies(&body)?;
-    let cmd = command(&common, CommandBody::PlacePocketMember { member_id: id, branch_id: own.branch_id });
-    run(
-        &state,
-        actor,
-        &headers,
-        &format!("members/{id}/placement"),
-        &body,
-        cmd,
-        Some(id),
-        common.expected_version,
-        None,
-    )
-    .await
-}
-
-#[derive(Deserialize)]
-pub struct ContactBody {
-    lost: bool,
-    reason: Option<String>,
-}
-
-pub async fn contact(
-    State(state): State<AppState>,
-    Actor(actor): Actor,
-    ApiPath(id): ApiPath<MemberId>,
-    headers: HeaderMap,
-    ApiBody(body): ApiBody,
-) -> Result<Response, ApiError> {
-    let (own, common): (ContactBody, Common) = bodies(&body)?;
-    let cmd = command(&common, CommandBody::SetContact { member_id: id, lost: own.lost, reason: own.reason });
-    run(
-        &state,
-        actor,
-        &headers,
-        &format!("members/{id}/contact"),
-        &body,
-        cmd,
-        Some(id),
-        common.expected_version,
-        None,
-    )
-    .await
-}
-
-#[derive(Deserialize)]
-pub struct StatusBody {
-    to: MemberStatus,
-    reason: String,
-}
-
-pub async fn status(
-    State(state): State<AppState>,
-    Actor(actor): Actor,
-    ApiPath(id): ApiPath<MemberId>,
-    headers: HeaderMap,
-    ApiBody(body): ApiBody,
-) -> Result<Response, ApiError> {
-    let (own, common): (StatusBody, Common) = bodies(&body)?;
-    let cmd = command(&common, CommandBody::ChangeStatus { member_id: id, to: own.to, reason: own.reason });
-    run(
-        &state,
-        actor,
-        &headers,
-        &format!("members/{id}/status"),
-        &body,
-        cmd,
-        Some(id),
-        common.expected_version,
-        None,
-    )
-    .await
-}
-
-#[derive(Deserialize)]
-pub struct RetractBody {
-    reason: String,
-}
-
-pub async fn retract(
-    State(state): State<AppState>,
-    Actor(actor): Actor,
-    ApiPath(position): ApiPath<u64>,
-    headers: HeaderMap,
-    ApiBody(body): ApiBody,
-) -> Result<Response, ApiError> {
-    let (own, common): (RetractBody, Common) = bodies(&body)?;
-    let target = state.live.store().event(position)?.map(|envelope| {
-        let stream = envelope.stream.parse::<StreamId>().ok();
-        stream.map(|stream| RetractTarget { position, stream, event_type: envelope.event_type })
-    });
-    let target = target.flatten();
-    let cmd = command(&common, CommandBody::Retract { target, reason: own.reason });
-    run(
-        &state,
-        actor,
-        &headers,
-        &format!("events/{position}/retract"),
-        &body,
-        cmd,
-        None,
-        common.expected_version,
-        None,
-    )
-    .await
+    let op = uri.path().trim_start_matches("/v1/").to_owned();
+    let prepared = prepare(&state.live, &op, &body)?;
+    let idempotency = idempotency_key(&headers, &actor.name, &op, &body)?;
+    let answer = submit(&state, actor, prepared, idempotency).await?;
+    Ok((StatusCode::CREATED, Json(answer)).into_response())
 }
 
 pub async fn sweep(
@@ -644,4 +364,201 @@ pub async fn sweep(
     }
     let expired = state.processor.sweep(Utc::now()).await?;
     Ok((StatusCode::OK, Json(json!({ "expired": expired }))).into_response())
+}
+
+/// Bytes of one import body (API.md: 64 MiB) and of one line in it.
+pub const IMPORT_BYTES_MAX: usize = 64 * 1024 * 1024;
+pub const IMPORT_LINE_BYTES_MAX: usize = 1024 * 1024;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportLine {
+    op: String,
+    #[serde(default)]
+    body: Value,
+}
+
+/// `POST /v1/import`: NDJSON, one write a line, each on its own: a rejected line does not stop
+/// the others. Lines are submitted in order without waiting for each other, so the processor
+/// batches them (one fsync per batch).
+pub async fn import(
+    State(state): State<AppState>,
+    Actor(actor): Actor,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let (accepted, rejected) = import_lines(&state, &actor, &body).await;
+    Ok(Json(json!({ "accepted": accepted, "rejected": rejected })).into_response())
+}
+
+/// Runs every line of an NDJSON import, in order; returns the count accepted and the
+/// rejections (lines numbered from 1).
+pub async fn import_lines(state: &AppState, actor: &Principal, text: &[u8]) -> (u64, Vec<Value>) {
+    let mut in_flight = std::collections::VecDeque::new();
+    let mut rejected: Vec<(usize, ApiError)> = Vec::new();
+    let mut accepted = 0u64;
+    for (index, line) in text.split(|b| *b == b'\n').enumerate() {
+        let number = index + 1;
+        if line.iter().all(|b| b.is_ascii_whitespace()) {
+            continue;
+        }
+        let queued = match import_line(state, line) {
+            Ok(prepared) => {
+                let (command, expected_version) = match prepared.expected() {
+                    Ok(parts) => parts,
+                    Err(error) => {
+                        rejected.push((number, error));
+                        continue;
+                    }
+                };
+                let principal = actor.clone();
+                state
+                    .processor
+                    .queue(|reply| Write { principal, command, expected_version, idempotency: None, reply })
+                    .await
+            }
+            Err(error) => Err(error),
+        };
+        match queued {
+            Ok(answer) => in_flight.push_back((number, answer)),
+            Err(error) => rejected.push((number, error)),
+        }
+        // Bound what one import holds: wait for the oldest answers once many are in flight.
+        while in_flight.len() >= IMPORT_IN_FLIGHT_MAX {
+            let (number, answer) = in_flight.pop_front().expect("non-empty");
+            settle(number, answer, &mut accepted, &mut rejected).await;
+        }
+    }
+    while let Some((number, answer)) = in_flight.pop_front() {
+        settle(number, answer, &mut accepted, &mut rejected).await;
+    }
+    rejected.sort_by_key(|(number, _)| *number);
+    let rejected = rejected
+        .into_iter()
+        .map(|(line, error)| json!({"line": line, "error": {"code": error.code, "message": error.message}}))
+        .collect();
+    (accepted, rejected)
+}
+
+fn import_line(state: &AppState, line: &[u8]) -> Result<Prepared, ApiError> {
+    if line.len() > IMPORT_LINE_BYTES_MAX {
+        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "the line is over 1 MiB"));
+    }
+    let line: ImportLine = serde_json::from_slice(line)
+        .map_err(|error| ApiError::malformed(format!("not an import line: {error}")))?;
+    let op = line.op.trim_matches('/');
+    if op == "import" || op.starts_with("sweeps") {
+        return Err(ApiError::malformed(format!("{op:?} cannot be imported")));
+    }
+    prepare(&state.live, op, line.body.to_string().as_bytes())
+}
+
+/// Lines of one import queued and not yet answered.
+const IMPORT_IN_FLIGHT_MAX: usize = 1_024;
+
+async fn settle(
+    number: usize,
+    answer: tokio::sync::oneshot::Receiver<Result<Written, ApiError>>,
+    accepted: &mut u64,
+    rejected: &mut Vec<(usize, ApiError)>,
+) {
+    match answer.await {
+        Ok(Ok(_)) => *accepted += 1,
+        Ok(Err(error)) => rejected.push((number, error)),
+        Err(_) => rejected.push((number, ApiError::internal("import", "the processor stopped"))),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct Empty {}
+
+#[derive(Deserialize)]
+pub struct EstablishBody {
+    name: String,
+    kind: BranchKind,
+    region: String,
+    parent_id: Option<BranchId>,
+    #[serde(default)]
+    organizations: Vec<String>,
+    branch_id: Option<BranchId>,
+}
+
+#[derive(Deserialize)]
+pub struct ReclassifyBody {
+    kind: BranchKind,
+}
+
+#[derive(Deserialize)]
+pub struct DissolveBody {
+    successor_id: Option<BranchId>,
+}
+
+#[derive(Deserialize)]
+pub struct RegisterBody {
+    name: String,
+    branch_id: BranchId,
+    status: MemberStatus,
+    member_id: Option<MemberId>,
+}
+
+#[derive(Deserialize)]
+pub struct TransferBody {
+    to_branch_id: Option<BranchId>,
+    to_external: Option<String>,
+    letter_no: Option<String>,
+    #[serde(default, deserialize_with = "instant::option")]
+    valid_until: Option<DateTime<Utc>>,
+    transfer_id: Option<TransferId>,
+}
+
+#[derive(Deserialize)]
+pub struct CancelBody {
+    reason: String,
+}
+
+#[derive(Deserialize)]
+pub struct DepartureBody {
+    destination_region: String,
+    destination_organization: Option<String>,
+    inflow_branch_id: Option<BranchId>,
+    certificate_no: Option<String>,
+    #[serde(default, deserialize_with = "instant::option")]
+    expected_return: Option<DateTime<Utc>>,
+}
+
+#[derive(Deserialize)]
+pub struct ArrivalBody {
+    inflow_branch_id: BranchId,
+}
+
+#[derive(Deserialize)]
+pub struct PocketBody {
+    source: DiscoverySource,
+    member_id: Option<MemberId>,
+    name: Option<String>,
+    status: Option<MemberStatus>,
+    new_member_id: Option<MemberId>,
+    found_region: Option<String>,
+    found_organization: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct PlacementBody {
+    branch_id: BranchId,
+}
+
+#[derive(Deserialize)]
+pub struct ContactBody {
+    lost: bool,
+    reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct StatusBody {
+    to: MemberStatus,
+    reason: String,
+}
+
+#[derive(Deserialize)]
+pub struct RetractBody {
+    reason: String,
 }

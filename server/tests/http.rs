@@ -581,3 +581,51 @@ fn fuzzed_requests_never_get_a_5xx_and_only_accepted_writes_append() {
     );
     assert!(server.get("/v1/audit/verify").1["ok"].as_bool().unwrap());
 }
+
+#[test]
+fn an_import_runs_each_line_on_its_own_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let (b1, b2, m1) = (
+        "00000000-0000-0000-0000-0000000000b1",
+        "00000000-0000-0000-0000-0000000000b2",
+        "00000000-0000-0000-0000-0000000000a1",
+    );
+    let lines = [
+        json!({"op": "branches", "body": {"branch_id": b1, "name": "一支部", "kind": "branch", "region": "东城区", "effective_at": "2020-01-01"}}).to_string(),
+        json!({"op": "branches", "body": {"branch_id": b2, "name": "二支部", "kind": "branch", "region": "西城区", "effective_at": "2020-01-01"}}).to_string(),
+        json!({"op": "members", "body": {"member_id": m1, "name": "张三", "branch_id": b1, "status": "full"}}).to_string(),
+        "{not json".to_owned(),
+        json!({"op": format!("members/{m1}/transfers"), "body": {"to_branch_id": b1}}).to_string(),
+        String::new(),
+        json!({"op": format!("members/{m1}/departures"), "body": {"destination_region": "广东省"}}).to_string(),
+        json!({"op": "nowhere", "body": {}}).to_string(),
+        json!({"op": "sweeps/expiry", "body": {}}).to_string(),
+    ];
+    let body = lines.join("\n");
+    let request = format!(
+        "POST /v1/import HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let (status, text) = raw(&server.addr, request.as_bytes());
+    assert_eq!(status, 200, "{text}");
+    let answer: Value = serde_json::from_str(text.split_once("\r\n\r\n").unwrap().1).unwrap();
+    assert_eq!(answer["accepted"], 4, "{answer}");
+    let rejected: Vec<(u64, String)> = answer["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["line"].as_u64().unwrap(), r["error"]["code"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(
+        rejected,
+        vec![
+            (4, "malformed".into()),
+            (5, "same_branch".into()),
+            (8, "not_found".into()),
+            (9, "malformed".into())
+        ]
+    );
+    let (_, member) = server.get(&format!("/v1/members/{m1}"));
+    assert_eq!(member["mobile"]["destination_region"], "广东省", "line 7 ran after line 3");
+}
