@@ -63,6 +63,14 @@ enum Command {
         #[arg(long, default_value = "./flowbook-data")]
         data: PathBuf,
     },
+    /// Import an NDJSON file of writes (`{"op": "<path after /v1/>", "body": {…}}` a line) as
+    /// `local`, each line on its own; reports accepted and rejected lines.
+    Import {
+        file: PathBuf,
+        /// The data directory (created if missing).
+        #[arg(long, default_value = "./flowbook-data")]
+        data: PathBuf,
+    },
     /// Rebuild every projection from the log, with progress, and report how long it took.
     Rebuild {
         /// The data directory.
@@ -102,6 +110,7 @@ fn main() -> ExitCode {
         }
         Command::Verify { data } => verify(&data),
         Command::Rebuild { data } => rebuild(&data),
+        Command::Import { file, data } => import(&file, &data),
     }
 }
 
@@ -268,6 +277,63 @@ async fn shutdown_signal() {
         _ = terminate => {},
     }
     tracing::info!("shutting down");
+}
+
+fn import(file: &Path, data: &Path) -> ExitCode {
+    let text = match std::fs::read(file) {
+        Ok(text) => text,
+        Err(error) => {
+            eprintln!("flowbook: cannot read {}: {error}", file.display());
+            return ExitCode::from(EXIT_COULD_NOT_CHECK);
+        }
+    };
+    let store = match Store::open(data, StoreOptions::default()) {
+        Ok(store) => Arc::new(store),
+        Err(error) => {
+            eprintln!("flowbook: cannot open the store at {}: {error}", data.display());
+            return ExitCode::from(EXIT_COULD_NOT_CHECK);
+        }
+    };
+    let live = match flowbook_projections::Live::open(store, RulesConfig::default(), |_, _| {}) {
+        Ok(live) => Arc::new(live),
+        Err(error) => {
+            eprintln!("flowbook: cannot build the read models: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let processor = match processor::Processor::start(Arc::clone(&live), RulesConfig::default()) {
+        Ok(processor) => processor,
+        Err(error) => {
+            eprintln!("flowbook: {}", error.message);
+            return ExitCode::FAILURE;
+        }
+    };
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+        eprintln!("flowbook: cannot start the runtime");
+        return ExitCode::FAILURE;
+    };
+    let state = app::AppState { live, processor, tokens: None };
+    let started = Instant::now();
+    let (accepted, rejected) =
+        runtime.block_on(writes::import_lines(&state, &access::Principal::local(), &text));
+    for rejection in &rejected {
+        eprintln!(
+            "line {}: {} ({})",
+            rejection["line"],
+            rejection["error"]["code"].as_str().unwrap_or(""),
+            rejection["error"]["message"].as_str().unwrap_or("")
+        );
+    }
+    println!(
+        "imported {accepted} lines, rejected {} in {:.2} s",
+        rejected.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if rejected.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// Progress lines every this many events while rebuilding.

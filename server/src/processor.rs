@@ -48,7 +48,7 @@ pub struct Written {
 }
 
 enum Job {
-    Write(Write),
+    Write(Box<Write>),
     Sweep { now: DateTime<Utc>, reply: oneshot::Sender<Result<usize, ApiError>> },
 }
 
@@ -76,7 +76,7 @@ impl Processor {
         write: impl FnOnce(oneshot::Sender<Result<Written, ApiError>>) -> Write,
     ) -> Result<Written, ApiError> {
         let (reply, answer) = oneshot::channel();
-        self.enqueue(Job::Write(write(reply)))?;
+        self.enqueue(Job::Write(Box::new(write(reply))))?;
         answer.await.map_err(|_| ApiError::internal("processor", "stopped"))?
     }
 
@@ -88,7 +88,7 @@ impl Processor {
     ) -> Result<oneshot::Receiver<Result<Written, ApiError>>, ApiError> {
         let (reply, answer) = oneshot::channel();
         self.sender
-            .send(Job::Write(write(reply)))
+            .send(Job::Write(Box::new(write(reply))))
             .await
             .map_err(|_| ApiError::internal("processor", "stopped"))?;
         Ok(answer)
@@ -150,6 +150,7 @@ impl State {
         for job in jobs {
             match job {
                 Job::Write(write) => {
+                    let write = *write;
                     if let Some(key) = &write.idempotency {
                         if let Some((fingerprint, index)) = keys.get(&key.key) {
                             if *fingerprint == key.fingerprint {

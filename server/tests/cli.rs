@@ -103,3 +103,26 @@ fn rebuild_reports_what_it_rebuilt() {
     let (code, _, err) = flowbook(&["rebuild", "--data", dir.path().join("none").to_str().unwrap()]);
     assert_eq!((code, err.lines().count()), (2, 1));
 }
+
+#[test]
+fn import_reads_a_file_and_reports_rejected_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("district.ndjson");
+    let b1 = "00000000-0000-0000-0000-0000000000b1";
+    let lines = [
+        format!(
+            r#"{{"op":"branches","body":{{"branch_id":"{b1}","name":"一支部","kind":"branch","region":"东城区","effective_at":"2020-01-01"}}}}"#
+        ),
+        format!(r#"{{"op":"members","body":{{"name":"张三","branch_id":"{b1}","status":"full"}}}}"#),
+        r#"{"op":"members","body":{"name":"","branch_id":"x","status":"full"}}"#.to_owned(),
+    ];
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let data = dir.path().join("data");
+    let (code, out, err) = flowbook(&["import", file.to_str().unwrap(), "--data", data.to_str().unwrap()]);
+    assert_eq!(code, 1, "a rejected line makes the exit code 1: {out} {err}");
+    assert!(out.contains("imported 2 lines, rejected 1"), "{out}");
+    assert!(err.contains("line 3: malformed"), "{err}");
+    let (code, out, _) = flowbook(&["verify", "--data", data.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(out.contains("2 events checked"), "{out}");
+}

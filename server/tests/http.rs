@@ -524,9 +524,9 @@ fn fuzzed_requests_never_get_a_5xx_and_only_accepted_writes_append() {
     let before = before["events"].as_array().unwrap().len() as u64;
     for n in 0..requests {
         let method = *rng.pick(&["GET", "POST", "POST", "POST", "PUT", "DELETE", "PATCH"]);
-        let id: &str = *rng.pick(&ids);
-        let template: &str = *rng.pick(&paths);
-        let query: &str = *rng.pick(&queries);
+        let id: &str = rng.pick(&ids);
+        let template: &str = rng.pick(&paths);
+        let query: &str = rng.pick(&queries);
         let path = format!("{}{query}", template.replace("{id}", id));
         let body = match rng.next() % 6 {
             0 => String::new(),
