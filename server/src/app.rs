@@ -29,6 +29,7 @@ pub struct AppState {
     pub processor: Processor,
     /// `None`: local mode.
     pub tokens: Option<Arc<Tokens>>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The acting principal, put in the request by [`authenticate`].
@@ -132,8 +133,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/stats/pocket", get(reads::pocket))
         .route("/v1/audit/verify", get(reads::audit_verify))
         .route("/healthz", get(reads::healthz))
+        .route("/metrics", get(crate::metrics::render))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::track))
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -7,6 +7,7 @@
 mod access;
 mod app;
 mod error;
+mod metrics;
 mod processor;
 mod reads;
 mod time;
@@ -221,7 +222,7 @@ fn serve(data: &Path, addr: std::net::SocketAddr, sweep_every: u64, auth: Option
             return ExitCode::FAILURE;
         }
     };
-    let state = app::AppState { live, processor: processor.clone(), tokens };
+    let state = app::AppState { live, processor: processor.clone(), tokens, metrics: Default::default() };
     runtime.block_on(async move {
         let listener = match tokio::net::TcpListener::bind(addr).await {
             Ok(listener) => listener,
@@ -312,7 +313,7 @@ fn import(file: &Path, data: &Path) -> ExitCode {
         eprintln!("flowbook: cannot start the runtime");
         return ExitCode::FAILURE;
     };
-    let state = app::AppState { live, processor, tokens: None };
+    let state = app::AppState { live, processor, tokens: None, metrics: Default::default() };
     let started = Instant::now();
     let (accepted, rejected) =
         runtime.block_on(writes::import_lines(&state, &access::Principal::local(), &text));

@@ -524,9 +524,9 @@ fn fuzzed_requests_never_get_a_5xx_and_only_accepted_writes_append() {
     let before = before["events"].as_array().unwrap().len() as u64;
     for n in 0..requests {
         let method = *rng.pick(&["GET", "POST", "POST", "POST", "PUT", "DELETE", "PATCH"]);
-        let id: &str = rng.pick(&ids);
-        let template: &str = rng.pick(&paths);
-        let query: &str = rng.pick(&queries);
+        let id = *rng.pick(&ids);
+        let template = *rng.pick(&paths);
+        let query = *rng.pick(&queries);
         let path = format!("{}{query}", template.replace("{id}", id));
         let body = match rng.next() % 6 {
             0 => String::new(),
@@ -628,4 +628,24 @@ fn an_import_runs_each_line_on_its_own_in_order() {
     );
     let (_, member) = server.get(&format!("/v1/members/{m1}"));
     assert_eq!(member["mobile"]["destination_region"], "广东省", "line 7 ran after line 3");
+}
+
+#[test]
+fn metrics_count_requests_by_route_and_show_the_log_and_the_lag() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    server.post("/v1/branches", json!({"name": "一支部", "kind": "branch", "region": "东城区"}));
+    server.post("/v1/branches", json!({"name": "", "kind": "branch", "region": "东城区"}));
+    server.get(&format!("/v1/branches/{}", uuid_zero()));
+    let (status, text) = raw(&server.addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!(status, 200);
+    for line in [
+        r#"flowbook_http_request_duration_seconds_count{method="POST",route="/v1/branches",status="201"} 1"#,
+        r#"flowbook_http_request_duration_seconds_count{method="POST",route="/v1/branches",status="400"} 1"#,
+        r#"flowbook_http_request_duration_seconds_count{method="GET",route="/v1/branches/{id}",status="404"} 1"#,
+        "flowbook_log_events 1",
+        "flowbook_projection_lag_events 0",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
 }

@@ -1,0 +1,95 @@
+//! `/metrics`: Prometheus text. Requests by matched route and status, with latency histograms;
+//! the log's length and how far the read models trail it. Route labels come from the router's
+//! matched paths, so their number is bounded by the routes, not by what clients send.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+
+use crate::app::AppState;
+
+/// Upper bounds of the latency histogram, in seconds.
+const LATENCY_BUCKETS_SECONDS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
+
+#[derive(Default)]
+struct RouteStats {
+    count: u64,
+    sum_seconds: f64,
+    /// Cumulative counts per bucket, as Prometheus wants them.
+    buckets: [u64; LATENCY_BUCKETS_SECONDS.len()],
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(String, String, u16), RouteStats>>,
+}
+
+impl Metrics {
+    fn record(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        let mut requests = self.requests.lock().expect("metrics lock");
+        let stats = requests.entry((method.to_owned(), route.to_owned(), status)).or_default();
+        stats.count += 1;
+        stats.sum_seconds += seconds;
+        for (bucket, bound) in stats.buckets.iter_mut().zip(LATENCY_BUCKETS_SECONDS) {
+            if seconds <= bound {
+                *bucket += 1;
+            }
+        }
+    }
+
+    pub fn render(&self, log_length: u64, projected: u64) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP flowbook_http_requests_total HTTP requests by route and status.\n");
+        out.push_str("# TYPE flowbook_http_request_duration_seconds histogram\n");
+        let requests = self.requests.lock().expect("metrics lock");
+        for ((method, route, status), stats) in requests.iter() {
+            let labels = format!(r#"method="{method}",route="{route}",status="{status}""#);
+            for (bound, count) in LATENCY_BUCKETS_SECONDS.iter().zip(stats.buckets) {
+                let _ = writeln!(
+                    out,
+                    r#"flowbook_http_request_duration_seconds_bucket{{{labels},le="{bound}"}} {count}"#
+                );
+            }
+            let _ = writeln!(
+                out,
+                r#"flowbook_http_request_duration_seconds_bucket{{{labels},le="+Inf"}} {}"#,
+                stats.count
+            );
+            let _ =
+                writeln!(out, "flowbook_http_request_duration_seconds_sum{{{labels}}} {}", stats.sum_seconds);
+            let _ = writeln!(out, "flowbook_http_request_duration_seconds_count{{{labels}}} {}", stats.count);
+        }
+        out.push_str("# HELP flowbook_log_events Events in the log (its last position).\n# TYPE flowbook_log_events gauge\n");
+        let _ = writeln!(out, "flowbook_log_events {log_length}");
+        out.push_str("# HELP flowbook_projection_position Last position applied to the read models.\n# TYPE flowbook_projection_position gauge\n");
+        let _ = writeln!(out, "flowbook_projection_position {projected}");
+        out.push_str("# HELP flowbook_projection_lag_events Events the read models trail the log by.\n# TYPE flowbook_projection_lag_events gauge\n");
+        let _ = writeln!(out, "flowbook_projection_lag_events {}", log_length.saturating_sub(projected));
+        out
+    }
+}
+
+/// Times every request (route = the matched path, never the raw one).
+pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().as_str().to_owned();
+    let route =
+        request.extensions().get::<MatchedPath>().map_or("unmatched", |path| path.as_str()).to_owned();
+    let response = next.run(request).await;
+    state.metrics.record(&method, &route, response.status().as_u16(), started.elapsed().as_secs_f64());
+    response
+}
+
+pub async fn render(State(state): State<AppState>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    let log_length = state.live.store().head();
+    let projected = state.live.read().position();
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(log_length, projected),
+    )
+}
