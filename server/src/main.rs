@@ -7,6 +7,7 @@
 mod access;
 mod app;
 mod error;
+mod export;
 mod metrics;
 mod processor;
 mod reads;
@@ -72,6 +73,38 @@ enum Command {
         #[arg(long, default_value = "./flowbook-data")]
         data: PathBuf,
     },
+    /// Export the log as NDJSON, or a report as CSV (UTF-8 with BOM, for spreadsheets).
+    Export {
+        /// The data directory.
+        #[arg(long, default_value = "./flowbook-data")]
+        data: PathBuf,
+        /// ndjson (every event) or csv (a report).
+        #[arg(long, default_value = "ndjson")]
+        format: String,
+        /// With csv: roster, flows or ledger (the mobile members now).
+        #[arg(long)]
+        report: Option<String>,
+        /// The branch of a roster.
+        #[arg(long)]
+        branch: Option<flowbook_core::BranchId>,
+        /// A roster as of this date or time.
+        #[arg(long)]
+        as_of: Option<String>,
+        /// A roster as known at this time.
+        #[arg(long)]
+        known_at: Option<String>,
+        /// The period of a flows report: [from, to).
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        to: Option<String>,
+        /// Flows by branch or region.
+        #[arg(long, default_value = "branch")]
+        by: String,
+        /// Write here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Rebuild every projection from the log, with progress, and report how long it took.
     Rebuild {
         /// The data directory.
@@ -112,6 +145,17 @@ fn main() -> ExitCode {
         Command::Verify { data } => verify(&data),
         Command::Rebuild { data } => rebuild(&data),
         Command::Import { file, data } => import(&file, &data),
+        Command::Export { data, format, report, branch, as_of, known_at, from, to, by, out } => {
+            export_command(
+                &data,
+                &format,
+                report.as_deref(),
+                branch,
+                [as_of, known_at, from, to],
+                &by,
+                out.as_deref(),
+            )
+        }
     }
 }
 
@@ -334,6 +378,78 @@ fn import(file: &Path, data: &Path) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+fn export_command(
+    data: &Path,
+    format: &str,
+    report: Option<&str>,
+    branch: Option<flowbook_core::BranchId>,
+    [as_of, known_at, from, to]: [Option<String>; 4],
+    by: &str,
+    out: Option<&Path>,
+) -> ExitCode {
+    let fail = |message: String| {
+        eprintln!("flowbook: {message}");
+        ExitCode::from(EXIT_COULD_NOT_CHECK)
+    };
+    let when = |text: &Option<String>, what: &str| -> Result<Option<chrono::DateTime<chrono::Utc>>, String> {
+        text.as_deref()
+            .map(|t| time::parse(t).ok_or(format!("--{what} {t:?} is not a date or time")))
+            .transpose()
+    };
+    let (as_of, known_at, from, to) =
+        match (when(&as_of, "as-of"), when(&known_at, "known-at"), when(&from, "from"), when(&to, "to")) {
+            (Ok(a), Ok(k), Ok(f), Ok(t)) => (a, k, f, t),
+            (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), _) | (.., Err(e)) => return fail(e),
+        };
+    let by = match by {
+        "branch" => flowbook_projections::FlowGrouping::Branch,
+        "region" => flowbook_projections::FlowGrouping::Region,
+        other => return fail(format!("--by must be branch or region, not {other:?}")),
+    };
+    let store = match open_existing(data) {
+        Ok(store) => Arc::new(store),
+        Err(code) => return code,
+    };
+    let live = match flowbook_projections::Live::open(store, RulesConfig::default(), |_, _| {}) {
+        Ok(live) => live,
+        Err(error) => return fail(format!("cannot build the read models: {error}")),
+    };
+    let mut sink: Box<dyn std::io::Write> = match out {
+        Some(path) => match std::fs::File::create(path) {
+            Ok(file) => Box::new(std::io::BufWriter::new(file)),
+            Err(error) => return fail(format!("cannot write {}: {error}", path.display())),
+        },
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let result = match (format, report) {
+        ("ndjson", None) => export::events_ndjson(&live, &mut sink),
+        ("csv", Some("roster")) => match branch {
+            Some(branch) => {
+                export::roster_csv(&live, branch, &flowbook_projections::At::new(as_of, known_at), &mut sink)
+            }
+            None => return fail("a roster needs --branch".into()),
+        },
+        ("csv", Some("flows")) => match (from, to) {
+            (Some(from), Some(to)) => export::flows_csv(&live, from, to, by, &mut sink),
+            _ => return fail("a flows report needs --from and --to".into()),
+        },
+        ("csv", Some("ledger")) => export::ledger_csv(&live, chrono::Utc::now(), &mut sink),
+        ("csv", _) => return fail("--format csv needs --report roster, flows or ledger".into()),
+        ("ndjson", Some(_)) => return fail("reports are csv; ndjson exports every event".into()),
+        (other, _) => return fail(format!("--format must be ndjson or csv, not {other:?}")),
+    };
+    match result.and_then(|rows| sink.flush().map(|()| rows).map_err(|e| e.to_string())) {
+        Ok(rows) => {
+            eprintln!("exported {rows} rows");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("flowbook: export failed: {error}");
+            ExitCode::FAILURE
+        }
     }
 }
 

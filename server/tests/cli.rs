@@ -126,3 +126,57 @@ fn import_reads_a_file_and_reports_rejected_lines() {
     assert_eq!(code, 0);
     assert!(out.contains("2 events checked"), "{out}");
 }
+
+#[test]
+fn export_writes_ndjson_events_and_csv_reports_with_a_bom() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("district.ndjson");
+    let (b1, m1) = ("00000000-0000-0000-0000-0000000000b1", "00000000-0000-0000-0000-0000000000a1");
+    let lines = [
+        format!(
+            r#"{{"op":"branches","body":{{"branch_id":"{b1}","name":"城东, 联合支部","kind":"joint_branch","region":"东城区","effective_at":"2020-01-01"}}}}"#
+        ),
+        format!(
+            r#"{{"op":"members","body":{{"member_id":"{m1}","name":"张三","branch_id":"{b1}","status":"full","effective_at":"2020-02-01"}}}}"#
+        ),
+        format!(
+            r#"{{"op":"members/{m1}/departures","body":{{"destination_region":"广东省深圳市","certificate_no":"流001"}}}}"#
+        ),
+    ];
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    assert_eq!(flowbook(&["import", file.to_str().unwrap(), "--data", data]).0, 0);
+
+    let (code, out, _) = flowbook(&["export", "--data", data]);
+    assert_eq!(code, 0);
+    let events: Vec<&str> = out.lines().collect();
+    assert_eq!(events.len(), 3);
+    assert!(events[1].contains(r#""type":"member_registered""#) && events[1].contains("张三"));
+
+    let (code, out, _) = flowbook(&[
+        "export",
+        "--data",
+        data,
+        "--format",
+        "csv",
+        "--report",
+        "roster",
+        "--branch",
+        b1,
+        "--as-of",
+        "2020-03-01",
+    ]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with('\u{feff}'), "a UTF-8 byte-order mark first");
+    assert_eq!(
+        out.trim_start_matches('\u{feff}').lines().collect::<Vec<_>>(),
+        ["member_id,name,status,relation,since", &format!("{m1},张三,full,home,2020-02-01T00:00:00Z"),]
+    );
+    let (_, ledger, _) = flowbook(&["export", "--data", data, "--format", "csv", "--report", "ledger"]);
+    let ledger: Vec<&str> = ledger.trim_start_matches('\u{feff}').lines().collect();
+    assert!(ledger[1].starts_with(&format!("{m1},张三,\"城东, 联合支部\",广东省深圳市,")), "{ledger:?}");
+    assert!(ledger[1].contains(",流001,"), "{ledger:?}");
+    let (code, _, err) = flowbook(&["export", "--data", data, "--format", "csv"]);
+    assert_eq!((code, err.lines().count()), (2, 1), "{err}");
+}
