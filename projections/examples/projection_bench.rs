@@ -87,7 +87,14 @@ impl Generator {
                 return false;
             }
         };
-        for event in &events {
+        self.queue(actor, &events);
+        true
+    }
+
+    /// Applies decided events to the generator's own projections, with the positions the log
+    /// will give them (it is the only writer), and queues them for the next append.
+    fn queue(&mut self, actor: &str, events: &[NewEvent]) {
+        for event in events {
             let recorded = RecordedEvent {
                 position: self.next_position,
                 stream: event.stream,
@@ -101,29 +108,6 @@ impl Generator {
             self.next_position += 1;
             let event_id = self.id();
             self.pending.push(codec::to_store(event, actor, event_id));
-        }
-        if self.pending.len() >= APPEND_EVENTS {
-            self.flush();
-        }
-        true
-    }
-
-    /// Appends events the system decided (the expiry sweep).
-    fn system(&mut self, events: &[NewEvent]) {
-        for event in events {
-            let recorded = RecordedEvent {
-                position: self.next_position,
-                stream: event.stream,
-                version: self.projections.world().stream_version(event.stream) + 1,
-                effective_at: event.effective_at,
-                recorded_at: self.now,
-                actor: SYSTEM_ACTOR.into(),
-                data: event.data.clone(),
-            };
-            self.projections.apply(&recorded, |_| Vec::new());
-            self.next_position += 1;
-            let event_id = self.id();
-            self.pending.push(codec::to_store(event, SYSTEM_ACTOR, event_id));
         }
         if self.pending.len() >= APPEND_EVENTS {
             self.flush();
@@ -267,7 +251,7 @@ fn generate(dir: &Path, members: usize, branches: usize, events: u64) {
             if accepted % 10_000 == 0 {
                 // The expiry sweep, as the server runs it: one atomic append per member.
                 for batch in expire_overdue_letters(g.projections.world(), g.clock) {
-                    g.system(&batch);
+                    g.queue(SYSTEM_ACTOR, &batch);
                 }
             }
         }
