@@ -248,7 +248,7 @@ fn generate(dir: &Path, members: usize, branches: usize, events: u64) {
             // Simulated time moves with what happened, not with what was refused.
             g.clock = (g.clock + TimeDelta::microseconds(step.max(1))).min(latest_clock);
             accepted += 1;
-            if accepted % 10_000 == 0 {
+            if accepted.is_multiple_of(10_000) {
                 // The expiry sweep, as the server runs it: one atomic append per member.
                 for batch in expire_overdue_letters(g.projections.world(), g.clock) {
                     g.queue(SYSTEM_ACTOR, &batch);
@@ -256,7 +256,7 @@ fn generate(dir: &Path, members: usize, branches: usize, events: u64) {
             }
         }
         iterations += 1;
-        if iterations % 1_000_000 == 0 {
+        if iterations.is_multiple_of(1_000_000) {
             eprintln!(
                 "generate: {} events, {:.0} s, refused so far: {:?}",
                 g.next_position - 1,

@@ -503,8 +503,8 @@ fn check(harness: &Harness, seed: u64) {
             break;
         };
         let nudge = TimeDelta::seconds((pick % 3) as i64 - 1);
-        let as_of = (pick % 5 != 0).then_some(event.effective_at + nudge);
-        let known_at = (pick % 4 != 0).then_some(event.recorded_at + nudge);
+        let as_of = (!pick.is_multiple_of(5)).then_some(event.effective_at + nudge);
+        let known_at = (!pick.is_multiple_of(4)).then_some(event.recorded_at + nudge);
         points.push(At::new(as_of, known_at));
     }
 

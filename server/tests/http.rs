@@ -544,10 +544,10 @@ fn fuzzed_requests_never_get_a_5xx_and_only_accepted_writes_append() {
             }
         };
         let mut headers = String::new();
-        if rng.next() % 4 == 0 {
+        if rng.next().is_multiple_of(4) {
             headers.push_str(&format!("Idempotency-Key: k{}\r\n", rng.next() % 8));
         }
-        if rng.next() % 8 == 0 {
+        if rng.next().is_multiple_of(8) {
             headers.push_str("Authorization: Bearer nonsense\r\n");
         }
         let request = format!(
