@@ -1,101 +1,15 @@
 //! The HTTP API end to end against the real binary on a free port: a five-minute tour of writes
 //! and reads, error shapes, idempotency, and persistence across a restart.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use common::{dechunk, raw, Rng, Server};
 use serde_json::{json, Value};
-
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Server {
-    fn start(data: &std::path::Path) -> Server {
-        Server::start_with(data, &[])
-    }
-
-    fn start_with(data: &std::path::Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_flowbook"))
-            .args(["serve", "--data", data.to_str().unwrap(), "--addr", "127.0.0.1:0", "--sweep-every", "0"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start flowbook serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let addr = line
-            .trim()
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split(' ').next())
-            .expect(&line)
-            .to_owned();
-        Server { child, addr }
-    }
-
-    /// One HTTP/1.1 request; returns status and JSON body.
-    fn call(&self, method: &str, path: &str, body: Option<&Value>, headers: &[(&str, &str)]) -> (u16, Value) {
-        let mut stream = TcpStream::connect(&self.addr).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
-        let mut request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
-            self.addr,
-            body.len()
-        );
-        for (name, value) in headers {
-            request.push_str(&format!("{name}: {value}\r\n"));
-        }
-        request.push_str("\r\n");
-        request.push_str(&body);
-        stream.write_all(request.as_bytes()).unwrap();
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).unwrap();
-        let text = String::from_utf8_lossy(&response);
-        let status: u16 = text.split(' ').nth(1).unwrap().parse().unwrap();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-            dechunk(body)
-        } else {
-            body.to_owned()
-        };
-        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
-    }
-
-    fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        self.call("POST", path, Some(&body), &[])
-    }
-
-    fn get(&self, path: &str) -> (u16, Value) {
-        self.call("GET", path, None, &[])
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn dechunk(body: &str) -> String {
-    let mut out = String::new();
-    let mut rest = body;
-    while let Some((size, tail)) = rest.split_once("\r\n") {
-        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if size == 0 {
-            break;
-        }
-        out.push_str(&tail[..size]);
-        rest = &tail[size + 2..];
-    }
-    out
-}
 
 fn error_code(answer: &(u16, Value)) -> (u16, &str) {
     (answer.0, answer.1["error"]["code"].as_str().unwrap_or("<no error code>"))
@@ -163,14 +77,7 @@ fn the_tour_register_transfer_history_roster_as_of_and_flows() {
 fn errors_answer_in_the_api_shape_and_append_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
-    let (_, branch) = server.post(
-        "/v1/branches",
-        json!({"name": "一支部", "kind": "branch", "region": "东城区", "effective_at": "2020-01-01"}),
-    );
-    let branch = branch["branch_id"].as_str().unwrap().to_owned();
-    let (_, member) =
-        server.post("/v1/members", json!({"name": "李四", "branch_id": branch, "status": "full"}));
-    let member = member["member_id"].as_str().unwrap().to_owned();
+    let (branch, member) = server.branch_and_member("李四");
     let (_, before) = server.get("/v1/events");
     let cases = [
         (server.call("POST", "/v1/members", None, &[]), (400, "malformed")),
@@ -387,47 +294,13 @@ fn the_event_stream_catches_up_then_follows_and_resumes() {
     assert_eq!(read_ids(&mut resumed, 1), vec![4], "Last-Event-ID wins over after");
 }
 
-/// xorshift64*: a reproducible stream of choices for the fuzz test.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[(self.next() % items.len() as u64) as usize]
-    }
-}
-
-/// Sends raw bytes (any method, path, headers, body) and returns the status, or 0 when the server
-/// closed the connection without an answer (allowed for garbage that is not HTTP).
-fn raw(addr: &str, request: &[u8]) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let _ = stream.write_all(request);
-    let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response);
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    (status, text)
-}
-
 #[test]
 fn fuzzed_requests_never_get_a_5xx_and_only_accepted_writes_append() {
     let requests: u64 = std::env::var("FUZZ_REQUESTS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
     let seed = std::env::var("FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x5EED);
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
-    let (_, branch) = server.post(
-        "/v1/branches",
-        json!({"name": "一支部", "kind": "branch", "region": "东城区", "effective_at": "2020-01-01"}),
-    );
-    let branch = branch["branch_id"].as_str().unwrap().to_owned();
-    let (_, member) =
-        server.post("/v1/members", json!({"name": "张三", "branch_id": branch, "status": "full"}));
-    let member = member["member_id"].as_str().unwrap().to_owned();
+    let (branch, member) = server.branch_and_member("张三");
     let mut rng = Rng(seed);
     let ids = [
         branch.as_str(),

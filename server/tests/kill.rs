@@ -1,30 +1,19 @@
 //! Kill -9 under concurrent HTTP writes, several rounds: every write the server acknowledged
 //! (201) must be in the log after a restart, and the hash chain must verify.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::{dechunk, raw, Server};
 use serde_json::Value;
 
 const ROUNDS: usize = 6;
 const CLIENTS: usize = 8;
-
-fn start(data: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_flowbook"))
-        .args(["serve", "--data", data.to_str().unwrap(), "--addr", "127.0.0.1:0", "--sweep-every", "0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.trim().split("http://").nth(1).and_then(|r| r.split(' ').next()).expect(&line).to_owned();
-    (child, addr)
-}
 
 /// One request; `None` if the connection broke (the server was killed mid-request).
 fn post(addr: &str, path: &str, body: &str) -> Option<(u16, Value)> {
@@ -43,26 +32,13 @@ fn post(addr: &str, path: &str, body: &str) -> Option<(u16, Value)> {
     Some((status, serde_json::from_str(body).ok()?))
 }
 
+/// A GET answered with JSON.
 fn get(addr: &str, path: &str) -> Value {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: k\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    let text = String::from_utf8_lossy(&response).into_owned();
+    let (_, text) =
+        raw(addr, format!("GET {path} HTTP/1.1\r\nHost: k\r\nConnection: close\r\n\r\n").as_bytes());
     let body = text.split_once("\r\n\r\n").unwrap().1;
     let body = if text.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        let mut out = String::new();
-        let mut rest = body;
-        while let Some((size, tail)) = rest.split_once("\r\n") {
-            let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-            if size == 0 {
-                break;
-            }
-            out.push_str(&tail[..size]);
-            rest = &tail[size + 2..];
-        }
-        out
+        dechunk(body)
     } else {
         body.to_owned()
     };
@@ -72,7 +48,8 @@ fn get(addr: &str, path: &str) -> Value {
 #[test]
 fn acknowledged_http_writes_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, addr) = start(dir.path());
+    let server = Server::start(dir.path());
+    let addr = server.addr.clone();
     let branch = post(
         &addr,
         "/v1/branches",
@@ -83,12 +60,12 @@ fn acknowledged_http_writes_survive_kill_9() {
         .as_str()
         .unwrap()
         .to_owned();
-    let _ = child.kill();
-    let _ = child.wait();
-    // (event_id, position) of every acknowledged registration.
+    drop(server); // kills it
+                  // (event_id, position) of every acknowledged registration.
     let acknowledged: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
     for round in 0..ROUNDS {
-        let (mut child, addr) = start(dir.path());
+        let mut server = Server::start(dir.path());
+        let addr = server.addr.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let clients: Vec<_> = (0..CLIENTS)
             .map(|client| {
@@ -115,14 +92,15 @@ fn acknowledged_http_writes_survive_kill_9() {
             })
             .collect();
         std::thread::sleep(Duration::from_millis(150 + 97 * round as u64));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        server.child.kill().unwrap(); // SIGKILL
+        server.child.wait().unwrap();
         stop.store(true, Ordering::Relaxed);
         for client in clients {
             client.join().unwrap();
         }
         // Restart and check everything acknowledged so far.
-        let (mut child, addr) = start(dir.path());
+        let server = Server::start(dir.path());
+        let addr = server.addr.clone();
         let mut stored = std::collections::HashMap::new();
         let mut after = 0;
         loop {
@@ -146,8 +124,7 @@ fn acknowledged_http_writes_survive_kill_9() {
             );
         }
         assert_eq!(get(&addr, "/v1/audit/verify")["ok"], Value::Bool(true), "round {round}");
-        let _ = child.kill();
-        let _ = child.wait();
+        drop(server);
         assert!(!acknowledged.is_empty() || round < 2, "nothing was acknowledged");
         println!("round {round}: {} acknowledged writes present after kill -9", acknowledged.len());
     }
