@@ -1,8 +1,13 @@
-//! Flow counts per day and branch, so that a period's flows sum whole days instead of walking
-//! every record. Kept for the latest knowledge only: a retraction takes its count back out; a
-//! query `as known at` an earlier time walks the records instead.
+//! Flow counts per day, by branch and by region, so that a period's flows sum whole days
+//! instead of walking every record. Kept for the latest knowledge only: a retraction takes its
+//! count back out; a query `as known at` an earlier time walks the records instead.
+//!
+//! Regions get their own counts because a quarter by branch can hold a hundred thousand
+//! origin-destination pairs, while the same quarter by region holds a few hundred: summing
+//! regions is what keeps the district's quarterly report fast.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
 
 use chrono::{DateTime, Utc};
 use flowbook_core::BranchId;
@@ -21,7 +26,7 @@ pub(crate) fn start_of(day: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(day * SECONDS_PER_DAY, 0).expect("days in range")
 }
 
-/// One branch's flows, as signed counts so that a retraction can subtract.
+/// One branch's (or region's) flows, as signed counts so that a retraction can subtract.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Counts {
     pub transfers_in: i64,
@@ -30,47 +35,62 @@ pub(crate) struct Counts {
     pub arrivals: i64,
 }
 
-/// Where a completed transfer went.
+impl Counts {
+    fn merge(&mut self, other: &Counts) {
+        self.transfers_in += other.transfers_in;
+        self.transfers_out += other.transfers_out;
+        self.departures += other.departures;
+        self.arrivals += other.arrivals;
+    }
+}
+
+/// Where a completed transfer went: a branch (or its region), or an outside organisation.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) enum Destination {
-    Branch(BranchId),
+pub(crate) enum Destination<K> {
+    Key(K),
     External(String),
 }
 
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Day {
-    pub per_branch: HashMap<BranchId, Counts>,
-    pub pairs: HashMap<(BranchId, Destination), i64>,
+/// Flows summed over some span, keyed by branch id or by region index.
+#[derive(Debug, Clone)]
+pub(crate) struct Day<K> {
+    pub per_key: HashMap<K, Counts>,
+    pub pairs: HashMap<(K, Destination<K>), i64>,
 }
 
-impl Day {
-    /// Adds (`sign` = 1) or takes back (`sign` = -1) one flow.
-    pub fn add(&mut self, kind: &FlowKind, sign: i64) {
+impl<K> Default for Day<K> {
+    fn default() -> Self {
+        Day { per_key: HashMap::new(), pairs: HashMap::new() }
+    }
+}
+
+impl<K: Copy + Eq + Hash> Day<K> {
+    /// Adds (`sign` = 1) or takes back (`sign` = -1) one flow, each branch counted under
+    /// `key(branch)`.
+    pub fn add(&mut self, kind: &FlowKind, sign: i64, key: impl Fn(BranchId) -> K) {
         match kind {
             FlowKind::Transfer { from, to, external } => {
-                self.per_branch.entry(*from).or_default().transfers_out += sign;
+                let origin = key(*from);
+                self.per_key.entry(origin).or_default().transfers_out += sign;
                 let destination = match to {
                     Some(to) => {
-                        self.per_branch.entry(*to).or_default().transfers_in += sign;
-                        Destination::Branch(*to)
+                        let to = key(*to);
+                        self.per_key.entry(to).or_default().transfers_in += sign;
+                        Destination::Key(to)
                     }
                     None => Destination::External(external.clone().unwrap_or_default()),
                 };
-                *self.pairs.entry((*from, destination)).or_default() += sign;
+                *self.pairs.entry((origin, destination)).or_default() += sign;
             }
-            FlowKind::Departure { home } => self.per_branch.entry(*home).or_default().departures += sign,
-            FlowKind::Arrival { inflow } => self.per_branch.entry(*inflow).or_default().arrivals += sign,
+            FlowKind::Departure { home } => self.per_key.entry(key(*home)).or_default().departures += sign,
+            FlowKind::Arrival { inflow } => self.per_key.entry(key(*inflow)).or_default().arrivals += sign,
         }
     }
 
-    /// Adds another day's (or partial day's) counts into this one.
-    pub fn merge(&mut self, other: &Day) {
-        for (branch, counts) in &other.per_branch {
-            let sum = self.per_branch.entry(*branch).or_default();
-            sum.transfers_in += counts.transfers_in;
-            sum.transfers_out += counts.transfers_out;
-            sum.departures += counts.departures;
-            sum.arrivals += counts.arrivals;
+    /// Adds another span's counts into this one.
+    pub fn merge(&mut self, other: &Day<K>) {
+        for (key, counts) in &other.per_key {
+            self.per_key.entry(*key).or_default().merge(counts);
         }
         for (pair, count) in &other.pairs {
             *self.pairs.entry(pair.clone()).or_default() += count;
@@ -78,4 +98,58 @@ impl Day {
     }
 }
 
-pub(crate) type Daily = BTreeMap<i64, Day>;
+/// Region names, numbered in order of first appearance; a branch's region never changes.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Regions {
+    names: Vec<String>,
+    index_of_name: HashMap<String, u32>,
+    of_branch: HashMap<BranchId, u32>,
+}
+
+impl Regions {
+    /// Records the region of a branch (its id stands in for a branch the log never established).
+    pub fn assign(&mut self, branch: BranchId, region: &str) -> u32 {
+        if let Some(index) = self.of_branch.get(&branch) {
+            return *index;
+        }
+        let index = match self.index_of_name.get(region) {
+            Some(index) => *index,
+            None => {
+                self.names.push(region.to_owned());
+                let index = u32::try_from(self.names.len() - 1).expect("fewer than 2^32 regions");
+                self.index_of_name.insert(region.to_owned(), index);
+                index
+            }
+        };
+        self.of_branch.insert(branch, index);
+        index
+    }
+
+    /// The region index of a branch that has been assigned one.
+    pub fn of(&self, branch: BranchId) -> Option<u32> {
+        self.of_branch.get(&branch).copied()
+    }
+
+    pub fn name(&self, index: u32) -> &str {
+        &self.names[index as usize]
+    }
+}
+
+/// The flows of every day with any, by branch and by region.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Daily {
+    pub by_branch: BTreeMap<i64, Day<BranchId>>,
+    pub by_region: BTreeMap<i64, Day<u32>>,
+    pub regions: Regions,
+}
+
+impl Daily {
+    /// Counts a flow on the day it took effect; every branch it names must have a region.
+    pub fn add(&mut self, effective_at: DateTime<Utc>, kind: &FlowKind, sign: i64) {
+        let day = day_of(effective_at);
+        self.by_branch.entry(day).or_default().add(kind, sign, |branch| branch);
+        let regions = &self.regions;
+        let region = |branch| regions.of(branch).expect("every flow's branches have a region");
+        self.by_region.entry(day).or_default().add(kind, sign, region);
+    }
+}

@@ -117,6 +117,18 @@ pub(crate) enum FlowKind {
     Arrival { inflow: BranchId },
 }
 
+impl FlowKind {
+    /// The branches the flow names.
+    pub fn branches(&self) -> impl Iterator<Item = BranchId> {
+        let (first, second) = match self {
+            FlowKind::Transfer { from, to, .. } => (*from, *to),
+            FlowKind::Departure { home } => (*home, None),
+            FlowKind::Arrival { inflow } => (*inflow, None),
+        };
+        std::iter::once(first).chain(second)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct FlowRecord {
     pub fact: Fact,
@@ -195,7 +207,8 @@ impl Projections {
             StreamId::Branch(branch) => {
                 self.world.apply(event, |_| Vec::new());
                 match &event.data {
-                    EventData::BranchEstablished { .. } => {
+                    EventData::BranchEstablished { region, .. } => {
+                        self.daily_flows.regions.assign(branch, region);
                         self.branches.insert(
                             branch,
                             BranchFacts {
@@ -370,7 +383,12 @@ impl Projections {
             _ => None,
         };
         if let Some(kind) = flow {
-            self.daily_flows.entry(crate::daily::day_of(fact.effective_at)).or_default().add(&kind, 1);
+            for branch in kind.branches() {
+                // Rules only let flows name established branches; should an imported log name
+                // another, its id stands in for the region.
+                self.daily_flows.regions.assign(branch, &branch.to_string());
+            }
+            self.daily_flows.add(fact.effective_at, &kind, 1);
             self.flows.insert(key, FlowRecord { fact, kind });
             undo.push(Undo::Flow { key });
         }
@@ -412,9 +430,7 @@ impl Projections {
                 Undo::Flow { key } => {
                     if let Some(record) = self.flows.get_mut(&key) {
                         record.fact.retracted_at = Some(retracted_at);
-                        if let Some(day) = self.daily_flows.get_mut(&crate::daily::day_of(key.0)) {
-                            day.add(&record.kind, -1);
-                        }
+                        self.daily_flows.add(key.0, &record.kind, -1);
                     }
                 }
                 Undo::Pocket { key } => {

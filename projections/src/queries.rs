@@ -4,7 +4,7 @@
 //! filter the bitemporal facts (rosters) or fold one member's short stream (member state).
 //! Neither replays the log.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use flowbook_core::{
@@ -312,76 +312,62 @@ impl Projections {
         by: FlowGrouping,
         known_at: Option<DateTime<Utc>>,
     ) -> Flows {
-        let at = At::new(None, known_at);
         if from >= to {
             return Flows::default();
         }
-        let key = |branch: BranchId| match by {
-            FlowGrouping::Branch => branch.to_string(),
-            FlowGrouping::Region => {
-                self.world.branch(branch).map_or_else(|| branch.to_string(), |b| b.region.clone())
+        let at = At::new(None, known_at);
+        let daily = &self.daily_flows;
+        match by {
+            FlowGrouping::Branch => {
+                self.flows_by(&daily.by_branch, from, to, &at, |branch| branch, |branch| branch.to_string())
             }
-        };
-        // Count per branch id (no strings per record), then name the keys. Whole days come from
-        // the daily counts; the partial days at the edges, and any `known_at` view, from records.
+            FlowGrouping::Region => {
+                let region = |branch| daily.regions.of(branch).expect("every flow's branches have a region");
+                self.flows_by(&daily.by_region, from, to, &at, region, |index| {
+                    daily.regions.name(index).to_owned()
+                })
+            }
+        }
+    }
+
+    /// Flows in `[from, to)` counted under `key(branch)`, rows and matrix named by `name(key)`.
+    /// Whole days come from the daily counts; the partial days at the edges, and any `known_at`
+    /// view, from the records.
+    fn flows_by<K: Copy + Eq + std::hash::Hash>(
+        &self,
+        daily: &BTreeMap<i64, Day<K>>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        at: &At,
+        key: impl Fn(BranchId) -> K + Copy,
+        name: impl Fn(K) -> String,
+    ) -> Flows {
         let mut total = Day::default();
-        let walk = |total: &mut Day, from: DateTime<Utc>, to: DateTime<Utc>| {
-            for record in self.flows.range((from, 0)..(to, 0)).map(|(_, r)| r).filter(|r| r.fact.stands(&at))
-            {
-                total.add(&record.kind, 1);
+        let walk = |total: &mut Day<K>, from: DateTime<Utc>, to: DateTime<Utc>| {
+            for record in self.flows.range((from, 0)..(to, 0)).map(|(_, r)| r).filter(|r| r.fact.stands(at)) {
+                total.add(&record.kind, 1, key);
             }
         };
         let first_whole = day_of(from) + i64::from(start_of(day_of(from)) < from);
         let end_whole = day_of(to);
-        if known_at.is_some() || first_whole >= end_whole {
+        if at.known_at.is_some() || first_whole >= end_whole {
             walk(&mut total, from, to);
         } else {
             walk(&mut total, from, start_of(first_whole));
-            for day in self.daily_flows.range(first_whole..end_whole).map(|(_, day)| day) {
+            for day in daily.range(first_whole..end_whole).map(|(_, day)| day) {
                 total.merge(day);
             }
             walk(&mut total, start_of(end_whole), to);
         }
-        let per_branch = total.per_branch;
-        let pairs = total.pairs;
-        // Name each branch's key once (a region name is shared by many branches), then aggregate
-        // rows and the matrix by key index: a quarter can hold a million origin-destination pairs.
-        let mut names: Vec<String> = Vec::new();
-        let mut index_of_name: HashMap<String, usize> = HashMap::new();
-        let mut index_of_branch: HashMap<BranchId, usize> = HashMap::new();
-        let mut index = |branch: BranchId| -> usize {
-            *index_of_branch.entry(branch).or_insert_with(|| {
-                let name = key(branch);
-                *index_of_name.entry(name.clone()).or_insert_with(|| {
-                    names.push(name);
-                    names.len() - 1
-                })
-            })
-        };
-        let mut sums: HashMap<usize, Counts> = HashMap::new();
-        for (branch, counts) in per_branch {
-            let sum = sums.entry(index(branch)).or_default();
-            sum.transfers_in += counts.transfers_in;
-            sum.transfers_out += counts.transfers_out;
-            sum.departures += counts.departures;
-            sum.arrivals += counts.arrivals;
-        }
-        let mut cells: HashMap<(usize, Result<usize, String>), i64> = HashMap::new();
-        for ((origin, destination), count) in pairs {
-            let destination = match destination {
-                Destination::Branch(branch) => Ok(index(branch)),
-                Destination::External(external) => Err(external),
-            };
-            *cells.entry((index(origin), destination)).or_default() += count;
-        }
-        let mut rows: Vec<FlowRow> = sums
+        let mut rows: Vec<FlowRow> = total
+            .per_key
             .into_iter()
             .filter(|(_, counts)| *counts != Counts::default())
             .map(|(key, c)| {
                 let (transfers_in, transfers_out) =
                     (c.transfers_in.max(0) as u64, c.transfers_out.max(0) as u64);
                 FlowRow {
-                    key: names[key].clone(),
+                    key: name(key),
                     transfers_in,
                     transfers_out,
                     net: transfers_in as i64 - transfers_out as i64,
@@ -391,14 +377,15 @@ impl Projections {
             })
             .collect();
         rows.sort_by(|a, b| a.key.cmp(&b.key));
-        let mut matrix: Vec<MatrixCell> = cells
+        let mut matrix: Vec<MatrixCell> = total
+            .pairs
             .into_iter()
             .filter(|(_, count)| *count > 0)
             .map(|((origin, destination), count)| MatrixCell {
-                from: names[origin].clone(),
+                from: name(origin),
                 to: match destination {
-                    Ok(key) => names[key].clone(),
-                    Err(external) => format!("external:{external}"),
+                    Destination::Key(key) => name(key),
+                    Destination::External(external) => format!("external:{external}"),
                 },
                 count: count as u64,
             })
