@@ -84,8 +84,10 @@ pub struct MemberState {
     pub verified: bool,
     pub pocket: Option<Pocket>,
     pub contact_lost_since: Option<DateTime<Utc>>,
-    pub mobile: Option<Mobility>,
-    pub open_transfer: Option<OpenTransfer>,
+    /// Boxed, as are open letters: most members have neither at any time, and a member's size
+    /// times a million members is the write model's memory.
+    pub mobile: Option<Box<Mobility>>,
+    pub open_transfer: Option<Box<OpenTransfer>>,
     /// Start of the current probation (registration or the latest extension).
     pub probation_since: Option<DateTime<Utc>>,
     /// The latest departure, arrival or restored contact (for `report_overdue`).
@@ -154,7 +156,7 @@ impl MemberStream {
                 valid_until,
                 ..
             } => {
-                member.open_transfer = Some(OpenTransfer {
+                member.open_transfer = Some(Box::new(OpenTransfer {
                     transfer_id: *transfer_id,
                     from_branch_id: *from_branch_id,
                     to_branch_id: *to_branch_id,
@@ -162,7 +164,7 @@ impl MemberStream {
                     letter_no: letter_no.clone(),
                     valid_until: *valid_until,
                     initiated_at: at,
-                })
+                }))
             }
             EventData::TransferCompleted { to_branch_id, .. } => {
                 member.open_transfer = None;
@@ -185,7 +187,7 @@ impl MemberStream {
                 expected_return,
                 ..
             } => {
-                member.mobile = Some(Mobility {
+                member.mobile = Some(Box::new(Mobility {
                     destination_region: destination_region.clone(),
                     destination_organization: destination_organization.clone(),
                     planned_inflow_branch_id: *inflow_branch_id,
@@ -194,7 +196,7 @@ impl MemberStream {
                     departed_at: at,
                     certificate_no: certificate_no.clone(),
                     expected_return: *expected_return,
-                });
+                }));
                 member.last_report_at = Some(at);
             }
             EventData::MemberArrived { inflow_branch_id, .. } => {
@@ -281,7 +283,8 @@ fn create_member(event: &RecordedEvent) -> Option<MemberState> {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct World {
     branches: HashMap<BranchId, BranchState>,
-    members: HashMap<MemberId, MemberStream>,
+    /// Boxed: a hash table sizes its slots for up to twice its entries, so slots hold pointers.
+    members: HashMap<MemberId, Box<MemberStream>>,
     /// Every transfer ever issued → its member (so an unknown id is `not_found`, a closed one
     /// `no_open_transfer`).
     transfers: HashMap<TransferId, MemberId>,
@@ -301,7 +304,7 @@ impl World {
     }
 
     pub fn member_stream(&self, id: MemberId) -> Option<&MemberStream> {
-        self.members.get(&id)
+        self.members.get(&id).map(|stream| &**stream)
     }
 
     /// A member that exists (its creating event stands).
@@ -350,7 +353,7 @@ impl World {
                     self.members.get(&id).and_then(|s| s.member.as_ref()).and_then(|m| m.branch_id);
                 let stream = self.members.entry(id).or_default();
                 match &event.data {
-                    EventData::EventRetracted { .. } => *stream = MemberStream::fold(&history(id)),
+                    EventData::EventRetracted { .. } => **stream = MemberStream::fold(&history(id)),
                     _ => stream.apply_live(event),
                 }
                 let new_home = stream.member.as_ref().and_then(|m| m.branch_id);

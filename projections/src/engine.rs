@@ -57,27 +57,18 @@ pub(crate) struct BranchFacts {
     pub visitors: BTreeSet<MemberId>,
 }
 
-/// What undoing one fact of a retracted event means.
-#[derive(Debug, Clone, Copy)]
-enum Undo {
-    IntervalStarted { branch: BranchId, index: usize, relation: Relation },
-    IntervalEnded { branch: BranchId, index: usize, end: usize, relation: Relation },
-    Status { index: usize },
-    Flow { key: (DateTime<Utc>, u64) },
-    Pocket { key: (DateTime<Utc>, u64) },
-}
-
 #[derive(Debug, Clone, Default)]
 pub(crate) struct MemberFacts {
-    /// The name given when the member was created (names never change; kept even if the
-    /// creation is later retracted, since past views still show the member).
-    pub name: String,
+    /// The member's name, kept only once the creating event is retracted: past views still show
+    /// the member, and the write model no longer has it. Otherwise the name is the write model's.
+    pub name_of_retracted: Option<Box<str>>,
     /// Status as of each status-setting event, in recorded order.
     pub statuses: Vec<(Fact, MemberStatus)>,
-    open_home: Option<(BranchId, usize)>,
-    open_visit: Option<(BranchId, usize)>,
-    /// The facts each live event created, tagged with its position, oldest first.
-    undo: Vec<(u64, Undo)>,
+    open_home: Option<(BranchId, u32)>,
+    open_visit: Option<(BranchId, u32)>,
+    /// Every interval the member has had, oldest first: where a retraction looks for the
+    /// intervals its event started or ended (the latest ones).
+    intervals: Vec<(BranchId, u32)>,
 }
 
 impl MemberFacts {
@@ -230,14 +221,28 @@ impl Projections {
             }
             StreamId::Member(member) => {
                 let before = Snapshot::of(self.world.member(member));
-                self.world.apply(event, history);
-                let after = Snapshot::of(self.world.member(member));
-                self.update_current(member, &before, &after, event);
                 match &event.data {
                     EventData::EventRetracted { position, .. } => {
-                        self.undo(member, *position, event.recorded_at)
+                        let stream = history(member);
+                        let retracted_effective_at =
+                            stream.iter().find(|e| e.position == *position).map(|e| e.effective_at);
+                        let name = self.world.member(member).map(|m| Box::<str>::from(m.name.as_str()));
+                        self.world.apply(event, |_| stream);
+                        let after = Snapshot::of(self.world.member(member));
+                        self.update_current(member, &before, &after, event);
+                        if after.status.is_none() {
+                            self.members.entry(member).or_default().name_of_retracted = name;
+                        }
+                        if let Some(effective_at) = retracted_effective_at {
+                            self.undo(member, *position, effective_at, event.recorded_at);
+                        }
                     }
-                    data => self.record_facts(member, &before, &after, data, fact),
+                    data => {
+                        self.world.apply(event, history);
+                        let after = Snapshot::of(self.world.member(member));
+                        self.update_current(member, &before, &after, event);
+                        self.record_facts(member, &before, &after, data, fact);
+                    }
                 }
             }
         }
@@ -330,12 +335,9 @@ impl Projections {
         fact: Fact,
     ) {
         let facts = self.members.entry(member).or_default();
-        if before.status.is_none() {
-            if let Some(created) = self.world.member(member) {
-                facts.name = created.name.clone();
-            }
+        if after.status.is_some() {
+            facts.name_of_retracted = None;
         }
-        let mut undo = Vec::new();
         // An interval is keyed by branch *and* since: a placement back into the branch that
         // already holds a pocket member makes that branch the home anew, from the placement.
         for (relation, was, now) in
@@ -350,20 +352,19 @@ impl Projections {
                 Relation::Visiting => &mut facts.open_visit,
             };
             if let Some((branch, index)) = open.take() {
-                let interval = &mut self.intervals.get_mut(&branch).expect("open interval exists")[index];
-                interval.ends.push(fact);
-                undo.push(Undo::IntervalEnded { branch, index, end: interval.ends.len() - 1, relation });
+                let list = self.intervals.get_mut(&branch).expect("open interval exists");
+                list[index as usize].ends.push(fact);
             }
             if let Some(branch) = now {
                 let list = self.intervals.entry(branch).or_default();
                 list.push(Interval { member, relation, start: fact, ends: Vec::new() });
-                *open = Some((branch, list.len() - 1));
-                undo.push(Undo::IntervalStarted { branch, index: list.len() - 1, relation });
+                let index = u32::try_from(list.len() - 1).expect("fewer than 2^32 intervals per branch");
+                *open = Some((branch, index));
+                facts.intervals.push((branch, index));
             }
         }
         if let Some(status) = after.status.filter(|status| before.status != Some(*status)) {
             facts.statuses.push((fact, status));
-            undo.push(Undo::Status { index: facts.statuses.len() - 1 });
         }
         let key = (fact.effective_at, fact.position);
         let flow = match data {
@@ -390,7 +391,6 @@ impl Projections {
             }
             self.daily_flows.add(fact.effective_at, &kind, 1);
             self.flows.insert(key, FlowRecord { fact, kind });
-            undo.push(Undo::Flow { key });
         }
         let pocket = match data {
             EventData::PocketMemberDiscovered { source, .. } => Some(PocketKind::Discovered(*source)),
@@ -399,51 +399,57 @@ impl Projections {
         };
         if let Some(kind) = pocket {
             self.pocket_records.insert(key, PocketRecord { fact, kind });
-            undo.push(Undo::Pocket { key });
         }
-        facts.undo.extend(undo.into_iter().map(|entry| (fact.position, entry)));
     }
 
-    /// Marks the facts of the retracted event as retracted at `retracted_at`, newest first.
-    fn undo(&mut self, member: MemberId, position: u64, retracted_at: DateTime<Utc>) {
+    /// Marks the facts the event at `position` created as retracted at `retracted_at`. Only a
+    /// member's latest live event can be retracted, so its facts are the member's latest ones.
+    fn undo(
+        &mut self,
+        member: MemberId,
+        position: u64,
+        effective_at: DateTime<Utc>,
+        retracted_at: DateTime<Utc>,
+    ) {
         let Some(facts) = self.members.get_mut(&member) else { return };
-        while facts.undo.last().is_some_and(|(at, _)| *at == position) {
-            let (_, entry) = facts.undo.pop().expect("checked");
-            match entry {
-                Undo::IntervalStarted { branch, index, relation } => {
-                    if let Some(interval) =
-                        self.intervals.get_mut(&branch).and_then(|list| list.get_mut(index))
-                    {
-                        interval.start.retracted_at = Some(retracted_at);
-                    }
+        let live = |fact: &Fact| fact.position == position && fact.retracted_at.is_none();
+        // Intervals the event started close first, then those it ended reopen: within one
+        // relation, an event that moved the member ended one interval and started the next.
+        for ended in [false, true] {
+            for slot in (0..facts.intervals.len()).rev() {
+                let (branch, index) = facts.intervals[slot];
+                let Some(interval) =
+                    self.intervals.get_mut(&branch).and_then(|list| list.get_mut(index as usize))
+                else {
+                    continue;
+                };
+                let relation = interval.relation;
+                if !ended && live(&interval.start) {
+                    interval.start.retracted_at = Some(retracted_at);
                     *open_slot(facts, relation) = None;
-                }
-                Undo::IntervalEnded { branch, index, end, relation } => {
-                    if let Some(interval) =
-                        self.intervals.get_mut(&branch).and_then(|list| list.get_mut(index))
-                    {
-                        interval.ends[end].retracted_at = Some(retracted_at);
-                    }
+                } else if let Some(end) = interval.ends.last_mut().filter(|end| ended && live(end)) {
+                    end.retracted_at = Some(retracted_at);
                     *open_slot(facts, relation) = Some((branch, index));
                 }
-                Undo::Status { index } => facts.statuses[index].0.retracted_at = Some(retracted_at),
-                Undo::Flow { key } => {
-                    if let Some(record) = self.flows.get_mut(&key) {
-                        record.fact.retracted_at = Some(retracted_at);
-                        self.daily_flows.add(key.0, &record.kind, -1);
-                    }
-                }
-                Undo::Pocket { key } => {
-                    if let Some(record) = self.pocket_records.get_mut(&key) {
-                        record.fact.retracted_at = Some(retracted_at);
-                    }
-                }
             }
+        }
+        for (fact, _) in facts.statuses.iter_mut().rev().filter(|(fact, _)| live(fact)) {
+            fact.retracted_at = Some(retracted_at);
+        }
+        let key = (effective_at, position);
+        if let Some(record) = self.flows.get_mut(&key) {
+            if record.fact.retracted_at.is_none() {
+                record.fact.retracted_at = Some(retracted_at);
+                self.daily_flows.add(effective_at, &record.kind, -1);
+            }
+        }
+        if let Some(record) = self.pocket_records.get_mut(&key) {
+            record.fact.retracted_at.get_or_insert(retracted_at);
         }
     }
 }
 
-fn open_slot(facts: &mut MemberFacts, relation: Relation) -> &mut Option<(BranchId, usize)> {
+fn open_slot(facts: &mut MemberFacts, relation: Relation) -> &mut Option<(BranchId, u32)> {
     match relation {
         Relation::Home => &mut facts.open_home,
         Relation::Visiting => &mut facts.open_visit,

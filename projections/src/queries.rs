@@ -14,7 +14,9 @@ use flowbook_core::{
 use serde::Serialize;
 
 use crate::daily::{day_of, start_of, Counts, Day, Destination};
-use crate::engine::{visiting_branch, PocketKind, Projections, Relation, TransferRow, TransferState};
+use crate::engine::{
+    visiting_branch, MemberFacts, PocketKind, Projections, Relation, TransferRow, TransferState,
+};
 use crate::flags::{branch_flags, member_flags};
 use crate::time::At;
 
@@ -168,6 +170,14 @@ pub struct MemberSummary {
 pub const SEARCH_RESULTS_MAX: usize = 100;
 
 impl Projections {
+    /// A member's name: the write model's, or the one kept when the creation was retracted.
+    fn member_name<'a>(&'a self, member: MemberId, facts: &'a MemberFacts) -> &'a str {
+        match self.world.member(member) {
+            Some(state) => &state.name,
+            None => facts.name_of_retracted.as_deref().unwrap_or_default(),
+        }
+    }
+
     /// A member now, with flags as of `now`.
     pub fn member(&self, id: MemberId, now: DateTime<Utc>) -> Option<MemberView> {
         let stream = self.world.member_stream(id)?;
@@ -265,11 +275,11 @@ impl Projections {
             .filter(|interval| interval.holds(at))
             .filter(|interval| !(dissolved && interval.relation == Relation::Visiting))
             .filter_map(|interval| {
-                let member = self.members.get(&interval.member)?;
+                let facts = self.members.get(&interval.member)?;
                 Some(RosterEntry {
                     member_id: interval.member,
-                    name: member.name.clone(),
-                    status: member.status_at(at)?,
+                    name: self.member_name(interval.member, facts).to_owned(),
+                    status: facts.status_at(at)?,
                     relation: interval.relation,
                     since: interval.start.effective_at,
                 })
