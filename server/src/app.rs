@@ -2,14 +2,12 @@
 //! and the function that builds the `Router` (tests call it without a socket).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
 use flowbook_projections::Live;
-use tower_http::timeout::TimeoutLayer;
 
 use crate::access::{Principal, Tokens};
 use crate::error::ApiError;
@@ -19,9 +17,6 @@ use crate::{reads, writes};
 /// Bytes of a request body (API.md: 1 MiB).
 pub const BODY_BYTES_MAX: usize = 1024 * 1024;
 
-/// How long one request may take before it is answered 503.
-pub const REQUEST_TIMEOUT_SECONDS: u64 = 30;
-
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
@@ -30,6 +25,7 @@ pub struct AppState {
     /// `None`: local mode.
     pub tokens: Option<Arc<Tokens>>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    pub limits: Arc<crate::guard::Limits>,
 }
 
 /// The acting principal, put in the request by [`authenticate`].
@@ -138,9 +134,6 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::track))
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            Duration::from_secs(REQUEST_TIMEOUT_SECONDS),
-        ))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::guard::admit))
         .with_state(state)
 }

@@ -8,6 +8,7 @@ mod access;
 mod app;
 mod error;
 mod export;
+mod guard;
 mod metrics;
 mod processor;
 mod reads;
@@ -52,6 +53,12 @@ enum Command {
         /// The auth file (see `token add`). Without one: local mode.
         #[arg(long)]
         auth: Option<PathBuf>,
+        /// Requests handled at once; more are answered 503 `unavailable` at once.
+        #[arg(long, default_value_t = guard::REQUESTS_IN_FLIGHT_MAX, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+        max_requests: u32,
+        /// Event streams (`/v1/events/stream`) open at once.
+        #[arg(long, default_value_t = guard::STREAMS_OPEN_MAX, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+        max_streams: u32,
     },
     /// Manage access tokens.
     Token {
@@ -138,7 +145,13 @@ const EXIT_COULD_NOT_CHECK: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { data, addr, sweep_every, auth } => serve(&data, addr, sweep_every, auth.as_deref()),
+        Command::Serve { data, addr, sweep_every, auth, max_requests, max_streams } => serve(
+            &data,
+            addr,
+            sweep_every,
+            auth.as_deref(),
+            guard::Limits::new(max_requests as usize, max_streams as usize),
+        ),
         Command::Token { command: TokenCommand::Add { auth, name, role, branches } } => {
             token_add(&auth, &name, &role, branches)
         }
@@ -209,7 +222,13 @@ fn token_add(auth: &Path, name: &str, role: &str, branches: Vec<flowbook_core::B
     ExitCode::SUCCESS
 }
 
-fn serve(data: &Path, addr: std::net::SocketAddr, sweep_every: u64, auth: Option<&Path>) -> ExitCode {
+fn serve(
+    data: &Path,
+    addr: std::net::SocketAddr,
+    sweep_every: u64,
+    auth: Option<&Path>,
+    limits: guard::Limits,
+) -> ExitCode {
     let tokens = match auth {
         Some(path) => match access::AuthFile::load(path) {
             Ok(file) => Some(Arc::new(access::Tokens::from_file(&file))),
@@ -266,7 +285,13 @@ fn serve(data: &Path, addr: std::net::SocketAddr, sweep_every: u64, auth: Option
             return ExitCode::FAILURE;
         }
     };
-    let state = app::AppState { live, processor: processor.clone(), tokens, metrics: Default::default() };
+    let state = app::AppState {
+        live,
+        processor: processor.clone(),
+        tokens,
+        metrics: Default::default(),
+        limits: Arc::new(limits),
+    };
     runtime.block_on(async move {
         let listener = match tokio::net::TcpListener::bind(addr).await {
             Ok(listener) => listener,
@@ -357,7 +382,13 @@ fn import(file: &Path, data: &Path) -> ExitCode {
         eprintln!("flowbook: cannot start the runtime");
         return ExitCode::FAILURE;
     };
-    let state = app::AppState { live, processor, tokens: None, metrics: Default::default() };
+    let state = app::AppState {
+        live,
+        processor,
+        tokens: None,
+        metrics: Default::default(),
+        limits: Default::default(),
+    };
     let started = Instant::now();
     let (accepted, rejected) =
         runtime.block_on(writes::import_lines(&state, &access::Principal::local(), &text));

@@ -230,12 +230,15 @@ pub async fn stream(
     let resume =
         headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
     let after = resume.or(query.after).unwrap_or(0);
+    // Held by the stream until it ends: an open stream counts against the streams' limit.
+    let permit = state.limits.open_stream()?;
     let tail = state.live.store().tail(after);
     let events = futures_util::stream::unfold(
-        (tail, std::collections::VecDeque::new()),
-        |(mut tail, mut buffered): (
+        (tail, std::collections::VecDeque::new(), permit),
+        |(mut tail, mut buffered, permit): (
             flowbook_store::Tail,
             std::collections::VecDeque<flowbook_store::Envelope>,
+            tokio::sync::OwnedSemaphorePermit,
         )| async move {
             loop {
                 if let Some(envelope) = buffered.pop_front() {
@@ -244,7 +247,7 @@ pub async fn stream(
                         .event("event")
                         .json_data(&envelope)
                         .unwrap_or_else(|_| Event::default().comment("unserialisable event"));
-                    return Some((Ok(event), (tail, buffered)));
+                    return Some((Ok(event), (tail, buffered, permit)));
                 }
                 match tail.next_batch(STREAM_PAGE_EVENTS).await {
                     Ok(batch) => buffered.extend(batch),

@@ -522,3 +522,53 @@ fn metrics_count_requests_by_route_and_show_the_log_and_the_lag() {
         assert!(text.contains(line), "missing {line:?} in\n{text}");
     }
 }
+
+#[test]
+fn every_answer_carries_a_request_id_the_clients_own_when_it_is_sane() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let request_id = |header: &str| {
+        let request = format!("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{header}\r\n");
+        let (status, text) = raw(&server.addr, request.as_bytes());
+        assert_eq!(status, 200, "{text}");
+        text.lines()
+            .find_map(|line| line.to_ascii_lowercase().strip_prefix("x-request-id: ").map(str::to_owned))
+            .expect("an x-request-id header")
+    };
+    assert_eq!(request_id("X-Request-Id: trace-42\r\n"), "trace-42");
+    let fresh = request_id("");
+    assert!(uuid::Uuid::parse_str(&fresh).is_ok(), "a generated id is a UUID: {fresh}");
+    assert_ne!(request_id(""), fresh, "each request gets its own");
+    let too_long = "x".repeat(65);
+    assert_ne!(request_id(&format!("X-Request-Id: {too_long}\r\n")), too_long);
+}
+
+#[test]
+fn past_the_limits_requests_and_streams_are_refused_at_once_with_503() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &["--max-requests", "1", "--max-streams", "1"]);
+    // A client that announces a body and never sends it holds the one request permit.
+    let mut stalled = TcpStream::connect(&server.addr).unwrap();
+    stalled
+        .write_all(b"POST /v1/branches HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let refused = server.get("/healthz");
+    assert_eq!(error_code(&refused), (503, "unavailable"), "{refused:?}");
+    let (_, text) = raw(&server.addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(text.to_ascii_lowercase().contains("retry-after: 1"), "{text}");
+    drop(stalled);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(server.get("/healthz").0, 200, "the permit comes back when the client goes");
+    assert_eq!(server.get("/v1/events").1["events"], json!([]), "the stalled write appended nothing");
+
+    // An open event stream holds the one stream permit, but no request permit.
+    let mut stream = TcpStream::connect(&server.addr).unwrap();
+    stream.write_all(b"GET /v1/events/stream HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    assert_eq!(server.get("/healthz").0, 200);
+    assert_eq!(error_code(&server.get("/v1/events/stream")), (503, "unavailable"));
+}
