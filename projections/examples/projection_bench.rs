@@ -20,6 +20,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use flowbook_core::*;
 use flowbook_projections::*;
 use flowbook_store::{AppendRequest, Store, StoreOptions};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use uuid::Uuid;
 
 const REGIONS: [&str; 16] = [
@@ -44,20 +46,6 @@ const BIG_BRANCHES: usize = 10;
 const BIG_BRANCH_MEMBERS: usize = 1_000;
 const APPEND_EVENTS: usize = 1_000;
 
-/// xorshift64*: deterministic and cheap.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 struct Generator {
     store: Store,
     projections: Projections,
@@ -65,7 +53,7 @@ struct Generator {
     next_position: u64,
     now: DateTime<Utc>,
     clock: DateTime<Utc>,
-    rng: Rng,
+    rng: ChaCha8Rng,
     next_id: u128,
     refusals: std::collections::BTreeMap<&'static str, u64>,
 }
@@ -136,7 +124,7 @@ fn generate(dir: &Path, members: usize, branches: usize, events: u64) {
         next_position: 1,
         now,
         clock: start - TimeDelta::days(1),
-        rng: Rng(0x5EED_F10B),
+        rng: ChaCha8Rng::seed_from_u64(0x5EED_F10B),
         next_id: 0,
         refusals: Default::default(),
     };
@@ -164,9 +152,10 @@ fn generate(dir: &Path, members: usize, branches: usize, events: u64) {
         let branch_id = if n < BIG_BRANCHES * BIG_BRANCH_MEMBERS {
             branch_ids[n / BIG_BRANCH_MEMBERS]
         } else {
-            branch_ids[BIG_BRANCHES + g.rng.below(branches - BIG_BRANCHES)]
+            branch_ids[BIG_BRANCHES + g.rng.random_range(0..branches - BIG_BRANCHES)]
         };
-        let status = if g.rng.below(10) == 0 { MemberStatus::Probationary } else { MemberStatus::Full };
+        let status =
+            if g.rng.random_range(0..10) == 0 { MemberStatus::Probationary } else { MemberStatus::Full };
         let name = format!("{}{}", ["张", "王", "李", "赵", "刘", "陈"][n % 6], n);
         assert!(g.command("registrar-a", CommandBody::RegisterMember { member_id, name, branch_id, status }));
         member_ids.push(member_id);
@@ -180,8 +169,8 @@ fn generate(dir: &Path, members: usize, branches: usize, events: u64) {
     let latest_clock = now - TimeDelta::days(1);
     let mut accepted = 0u64;
     while g.next_position <= events {
-        let member_id = member_ids[g.rng.below(members)];
-        let ok = match g.rng.below(100) {
+        let member_id = member_ids[g.rng.random_range(0..members)];
+        let ok = match g.rng.random_range(0..100) {
             0..=14 if verify_cursor < members => {
                 verify_cursor += 1;
                 g.command(
@@ -192,10 +181,11 @@ fn generate(dir: &Path, members: usize, branches: usize, events: u64) {
             0..=29 => {
                 // Members of the big branches stay, so those rosters keep ~1,000 members.
                 let big = BIG_BRANCHES * BIG_BRANCH_MEMBERS;
-                let member_id = member_ids[big + g.rng.below(members - big).min(members - big - 1)];
+                let member_id = member_ids[big + g.rng.random_range(0..members - big).min(members - big - 1)];
                 let transfer_id = TransferId(g.id());
-                let to =
-                    TransferTarget::Branch(branch_ids[BIG_BRANCHES + g.rng.below(branches - BIG_BRANCHES)]);
+                let to = TransferTarget::Branch(
+                    branch_ids[BIG_BRANCHES + g.rng.random_range(0..branches - BIG_BRANCHES)],
+                );
                 let body = CommandBody::IssueTransfer {
                     member_id,
                     transfer_id,
@@ -214,11 +204,11 @@ fn generate(dir: &Path, members: usize, branches: usize, events: u64) {
                 None => false,
             },
             45..=59 => {
-                let inflow = branch_ids[g.rng.below(branches)];
+                let inflow = branch_ids[g.rng.random_range(0..branches)];
                 let body = CommandBody::Depart {
                     member_id,
                     destination_region: ["广东省深圳市", "浙江省杭州市", "江苏省苏州市", "上海市"]
-                        [g.rng.below(4)]
+                        [g.rng.random_range(0..4)]
                     .into(),
                     destination_organization: None,
                     inflow_branch_id: Some(inflow),
@@ -228,16 +218,17 @@ fn generate(dir: &Path, members: usize, branches: usize, events: u64) {
                 g.command("registrar-a", body)
             }
             60..=74 => {
-                let inflow = branch_ids[g.rng.below(branches)];
+                let inflow = branch_ids[g.rng.random_range(0..branches)];
                 g.command("registrar-b", CommandBody::Arrive { member_id, inflow_branch_id: inflow })
             }
             75..=84 => g.command("registrar-a", CommandBody::Return { member_id }),
             85..=92 => {
-                let lost = g.rng.below(2) == 0;
+                let lost = g.rng.random_range(0..2) == 0;
                 g.command("registrar-a", CommandBody::SetContact { member_id, lost, reason: None })
             }
             _ => {
-                let to = [MemberStatus::Full, MemberStatus::Suspended, MemberStatus::Full][g.rng.below(3)];
+                let to = [MemberStatus::Full, MemberStatus::Suspended, MemberStatus::Full]
+                    [g.rng.random_range(0..3)];
                 g.command(
                     "registrar-a",
                     CommandBody::ChangeStatus { member_id, to, reason: "支部大会".into() },
@@ -322,7 +313,7 @@ fn measure(dir: &Path) {
     let rebuild_s = started.elapsed().as_secs_f64();
     let memory_after_rebuild = peak_memory_mib();
     let now = Utc::now();
-    let mut rng = Rng(42);
+    let mut rng = ChaCha8Rng::seed_from_u64(42);
     let projections = live.read();
     let members: Vec<MemberId> = projections.world().members().map(|m| m.member_id).collect();
     let big = projections.branches().into_iter().max_by_key(|b| b.home_count).expect("a branch");
@@ -330,7 +321,7 @@ fn measure(dir: &Path) {
 
     let history: Vec<f64> = (0..2_000)
         .map(|_| {
-            let member = members[rng.below(members.len())];
+            let member = members[rng.random_range(0..members.len())];
             time_ms(|| {
                 live.member_history(member, None).unwrap();
             })

@@ -6,6 +6,7 @@
 
 mod access;
 mod app;
+mod demo;
 mod error;
 mod export;
 mod guard;
@@ -112,6 +113,22 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Fill an empty data directory with a realistic district: ~200 branches, members with
+    /// Chinese names and two years of history, generated from the seed through the rules.
+    Demo {
+        /// The data directory (created if missing; must hold no events).
+        #[arg(long, default_value = "./flowbook-data")]
+        data: PathBuf,
+        /// The same seed (and end date) gives the same district.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Members to register.
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=demo::MEMBERS_MAX as i64))]
+        members: u32,
+        /// The last day of the history (a date, not in the future; default: today).
+        #[arg(long)]
+        end: Option<String>,
+    },
     /// Rebuild every projection from the log, with progress, and report how long it took.
     Rebuild {
         /// The data directory.
@@ -157,6 +174,9 @@ fn main() -> ExitCode {
         }
         Command::Verify { data } => verify(&data),
         Command::Rebuild { data } => rebuild(&data),
+        Command::Demo { data, seed, members, end } => {
+            demo_command(&data, seed, members as usize, end.as_deref())
+        }
         Command::Import { file, data } => import(&file, &data),
         Command::Export { data, format, report, branch, as_of, known_at, from, to, by, out } => {
             export_command(
@@ -349,6 +369,94 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
+/// The server's write path without a socket, acting as `local`: for `import` and `demo`.
+fn local_writer(data: &Path) -> Result<(tokio::runtime::Runtime, app::AppState), ExitCode> {
+    let store = match Store::open(data, StoreOptions::default()) {
+        Ok(store) => Arc::new(store),
+        Err(error) => {
+            eprintln!("flowbook: cannot open the store at {}: {error}", data.display());
+            return Err(ExitCode::from(EXIT_COULD_NOT_CHECK));
+        }
+    };
+    let live = match flowbook_projections::Live::open(store, RulesConfig::default(), |_, _| {}) {
+        Ok(live) => Arc::new(live),
+        Err(error) => {
+            eprintln!("flowbook: cannot build the read models: {error}");
+            return Err(ExitCode::FAILURE);
+        }
+    };
+    let processor = match processor::Processor::start(Arc::clone(&live), RulesConfig::default()) {
+        Ok(processor) => processor,
+        Err(error) => {
+            eprintln!("flowbook: {}", error.message);
+            return Err(ExitCode::FAILURE);
+        }
+    };
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+        eprintln!("flowbook: cannot start the runtime");
+        return Err(ExitCode::FAILURE);
+    };
+    let state = app::AppState {
+        live,
+        processor,
+        tokens: None,
+        metrics: Default::default(),
+        limits: Default::default(),
+    };
+    Ok((runtime, state))
+}
+
+fn demo_command(data: &Path, seed: u64, members: usize, end: Option<&str>) -> ExitCode {
+    let today = chrono::Utc::now().date_naive();
+    let end_day = match end.map(|text| chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")) {
+        None => today,
+        Some(Ok(day)) if day <= today => day,
+        Some(Ok(_)) => {
+            eprintln!("flowbook: --end is in the future; history cannot be");
+            return ExitCode::from(EXIT_COULD_NOT_CHECK);
+        }
+        Some(Err(_)) => {
+            eprintln!("flowbook: --end must be a date like 2026-06-30");
+            return ExitCode::from(EXIT_COULD_NOT_CHECK);
+        }
+    };
+    let (runtime, state) = match local_writer(data) {
+        Ok(writer) => writer,
+        Err(code) => return code,
+    };
+    if state.live.store().head() > 0 {
+        eprintln!(
+            "flowbook: {} already holds events; the demo needs an empty data directory",
+            data.display()
+        );
+        return ExitCode::from(EXIT_COULD_NOT_CHECK);
+    }
+    let started = Instant::now();
+    let end = end_day.and_time(chrono::NaiveTime::MIN).and_utc();
+    let report = runtime.block_on(demo::run(&state, seed, members, end));
+    for (op, code, message) in &report.refused {
+        eprintln!("refused {op}: {code} ({message})");
+    }
+    println!(
+        "demo district (seed {seed}): {} branches, {} members, {} writes ({} events) over {} days to {end_day}; \
+         {} letters expired into pocket members, {} retractions; {} refused; {:.1} s",
+        report.branches,
+        report.members,
+        report.writes,
+        state.live.store().head(),
+        demo::DAYS,
+        report.expired,
+        report.retracted,
+        report.refused.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if report.refused.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
 fn import(file: &Path, data: &Path) -> ExitCode {
     let text = match std::fs::read(file) {
         Ok(text) => text,
@@ -357,37 +465,9 @@ fn import(file: &Path, data: &Path) -> ExitCode {
             return ExitCode::from(EXIT_COULD_NOT_CHECK);
         }
     };
-    let store = match Store::open(data, StoreOptions::default()) {
-        Ok(store) => Arc::new(store),
-        Err(error) => {
-            eprintln!("flowbook: cannot open the store at {}: {error}", data.display());
-            return ExitCode::from(EXIT_COULD_NOT_CHECK);
-        }
-    };
-    let live = match flowbook_projections::Live::open(store, RulesConfig::default(), |_, _| {}) {
-        Ok(live) => Arc::new(live),
-        Err(error) => {
-            eprintln!("flowbook: cannot build the read models: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let processor = match processor::Processor::start(Arc::clone(&live), RulesConfig::default()) {
-        Ok(processor) => processor,
-        Err(error) => {
-            eprintln!("flowbook: {}", error.message);
-            return ExitCode::FAILURE;
-        }
-    };
-    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
-        eprintln!("flowbook: cannot start the runtime");
-        return ExitCode::FAILURE;
-    };
-    let state = app::AppState {
-        live,
-        processor,
-        tokens: None,
-        metrics: Default::default(),
-        limits: Default::default(),
+    let (runtime, state) = match local_writer(data) {
+        Ok(writer) => writer,
+        Err(code) => return code,
     };
     let started = Instant::now();
     let (accepted, rejected) =

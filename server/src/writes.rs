@@ -401,21 +401,8 @@ pub async fn import_lines(state: &AppState, actor: &Principal, text: &[u8]) -> (
         if line.iter().all(|b| b.is_ascii_whitespace()) {
             continue;
         }
-        let queued = match import_line(state, line) {
-            Ok(prepared) => {
-                let (command, expected_version) = match prepared.expected() {
-                    Ok(parts) => parts,
-                    Err(error) => {
-                        rejected.push((number, error));
-                        continue;
-                    }
-                };
-                let principal = actor.clone();
-                state
-                    .processor
-                    .queue(|reply| Write { principal, command, expected_version, idempotency: None, reply })
-                    .await
-            }
+        let queued = match import_line(line) {
+            Ok((op, body)) => queue(state, actor.clone(), &op, body.as_bytes()).await,
             Err(error) => Err(error),
         };
         match queued {
@@ -439,7 +426,23 @@ pub async fn import_lines(state: &AppState, actor: &Principal, text: &[u8]) -> (
     (accepted, rejected)
 }
 
-fn import_line(state: &AppState, line: &[u8]) -> Result<Prepared, ApiError> {
+/// Prepares a write and queues it behind those queued before it, without waiting for its answer
+/// (so that writes queued together share a batch and its one durable flush).
+pub async fn queue(
+    state: &AppState,
+    principal: Principal,
+    op: &str,
+    body: &[u8],
+) -> Result<tokio::sync::oneshot::Receiver<Result<Written, ApiError>>, ApiError> {
+    let (command, expected_version) = prepare(&state.live, op, body)?.expected()?;
+    state
+        .processor
+        .queue(|reply| Write { principal, command, expected_version, idempotency: None, reply })
+        .await
+}
+
+/// One import line's op and body.
+fn import_line(line: &[u8]) -> Result<(String, String), ApiError> {
     if line.len() > IMPORT_LINE_BYTES_MAX {
         return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "the line is over 1 MiB"));
     }
@@ -449,7 +452,7 @@ fn import_line(state: &AppState, line: &[u8]) -> Result<Prepared, ApiError> {
     if op == "import" || op.starts_with("sweeps") {
         return Err(ApiError::malformed(format!("{op:?} cannot be imported")));
     }
-    prepare(&state.live, op, line.body.to_string().as_bytes())
+    Ok((op.to_owned(), line.body.to_string()))
 }
 
 /// Lines of one import queued and not yet answered.

@@ -180,3 +180,82 @@ fn export_writes_ndjson_events_and_csv_reports_with_a_bom() {
     let (code, _, err) = flowbook(&["export", "--data", data, "--format", "csv"]);
     assert_eq!((code, err.lines().count()), (2, 1), "{err}");
 }
+
+/// The story of a demo log: every event's stream, type, data, effective time and actor (the
+/// ids of the events and the times they were recorded differ from run to run).
+fn demo_story(dir: &std::path::Path, seed: &str) -> Vec<serde_json::Value> {
+    let data = dir.to_str().unwrap();
+    let (code, out, err) =
+        flowbook(&["demo", "--data", data, "--seed", seed, "--members", "1500", "--end", "2026-06-30"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("0 refused"), "the rules accept every write of the story: {out}{err}");
+    let (code, ndjson, err) = flowbook(&["export", "--data", data]);
+    assert_eq!(code, 0, "{err}");
+    ndjson
+        .lines()
+        .map(|line| {
+            let event: serde_json::Value = serde_json::from_str(line).unwrap();
+            serde_json::json!([
+                event["stream"],
+                event["type"],
+                event["data"],
+                event["effective_at"],
+                event["actor"]
+            ])
+        })
+        .collect()
+}
+
+#[test]
+fn demo_writes_a_whole_district_the_same_way_for_the_same_seed() {
+    let (first, second, other) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let story = demo_story(first.path(), "7");
+    assert_eq!(story, demo_story(second.path(), "7"), "same seed, same story");
+    assert_ne!(story, demo_story(other.path(), "8"), "another seed, another story");
+
+    let count = |kind: &str| story.iter().filter(|event| event[1] == kind).count();
+    assert_eq!(count("branch_established"), 200);
+    for kind in [
+        "member_registered",
+        "member_verified",
+        "transfer_initiated",
+        "transfer_completed",
+        "transfer_cancelled",
+        "transfer_expired",
+        "member_departed",
+        "member_arrived",
+        "member_returned",
+        "pocket_member_discovered",
+        "pocket_member_placed",
+        "contact_lost",
+        "contact_restored",
+        "status_changed",
+        "event_retracted",
+        "branch_reclassified",
+    ] {
+        assert!(count(kind) > 0, "the story has {kind}: {:?}", story.len());
+    }
+    assert!(count("member_registered") >= 1_400, "about the members asked for");
+    let kinds: std::collections::HashSet<&str> =
+        story.iter().filter(|e| e[1] == "branch_established").filter_map(|e| e[2]["kind"].as_str()).collect();
+    assert_eq!(kinds.len(), 4, "committees, general, joint and plain branches: {kinds:?}");
+    assert!(story.iter().any(|e| e[1] == "transfer_completed" && e[2]["to_external"].is_string()));
+    let sources: std::collections::HashSet<&str> =
+        story.iter().filter_map(|e| e[2]["source"].as_str()).collect();
+    assert_eq!(sources.len(), 3, "discovered by expired letter, survey and self-declaration: {sources:?}");
+    let name = story.iter().find(|e| e[1] == "member_registered").unwrap()[2]["name"].as_str().unwrap();
+    assert!(name.chars().all(|c| ('\u{4e00}'..='\u{9fff}').contains(&c)), "a Chinese name: {name}");
+    let effective: Vec<&str> = story.iter().filter_map(|e| e[3].as_str()).collect();
+    assert!(effective.iter().any(|at| at.starts_with("2024-07")), "two years of history");
+    assert!(effective.iter().all(|at| *at <= "2026-07-01"), "nothing after the end");
+
+    let data = first.path().to_str().unwrap();
+    let (code, out, _) = flowbook(&["verify", "--data", data]);
+    assert_eq!(code, 0, "{out}");
+    let (code, _, err) = flowbook(&["demo", "--data", data]);
+    assert_eq!((code, err.lines().count()), (2, 1), "a second demo into the same store is refused: {err}");
+    assert!(err.contains("empty"), "{err}");
+    let (code, _, err) = flowbook(&["demo", "--data", data, "--end", "2999-01-01"]);
+    assert_eq!((code, err.lines().count()), (2, 1), "{err}");
+}

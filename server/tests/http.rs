@@ -8,7 +8,10 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{dechunk, raw, Rng, Server};
+use common::{dechunk, raw, Server};
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
 
 fn error_code(answer: &(u16, Value)) -> (u16, &str) {
@@ -301,7 +304,7 @@ fn fuzzed_requests_never_get_a_5xx_and_only_accepted_writes_append() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
     let (branch, member) = server.branch_and_member("张三");
-    let mut rng = Rng(seed);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let ids = [
         branch.as_str(),
         member.as_str(),
@@ -396,31 +399,34 @@ fn fuzzed_requests_never_get_a_5xx_and_only_accepted_writes_append() {
     let (_, before) = server.get("/v1/events?limit=10000");
     let before = before["events"].as_array().unwrap().len() as u64;
     for n in 0..requests {
-        let method = *rng.pick(&["GET", "POST", "POST", "POST", "PUT", "DELETE", "PATCH"]);
-        let id = *rng.pick(&ids);
-        let template = *rng.pick(&paths);
-        let query = *rng.pick(&queries);
+        let method = *["GET", "POST", "POST", "POST", "PUT", "DELETE", "PATCH"].choose(&mut rng).unwrap();
+        let id = *ids.choose(&mut rng).unwrap();
+        let template = *paths.choose(&mut rng).unwrap();
+        let query = *queries.choose(&mut rng).unwrap();
         let path = format!("{}{query}", template.replace("{id}", id));
-        let body = match rng.next() % 6 {
+        let body = match rng.random_range(0..6) {
             0 => String::new(),
             1 => "{not json".to_owned(),
             2 => String::from_utf8_lossy(
-                &(0..(rng.next() % 64)).map(|_| (rng.next() % 256) as u8).collect::<Vec<u8>>(),
+                &(0..rng.random_range(0..64)).map(|_| rng.random::<u8>()).collect::<Vec<u8>>(),
             )
             .into_owned(),
             _ => {
                 let mut object = serde_json::Map::new();
-                for _ in 0..(rng.next() % 5) {
-                    object.insert((*rng.pick(&fields)).to_owned(), rng.pick(&values).clone());
+                for _ in 0..rng.random_range(0..5) {
+                    object.insert(
+                        (*fields.choose(&mut rng).unwrap()).to_owned(),
+                        values.choose(&mut rng).unwrap().clone(),
+                    );
                 }
                 Value::Object(object).to_string()
             }
         };
         let mut headers = String::new();
-        if rng.next().is_multiple_of(4) {
-            headers.push_str(&format!("Idempotency-Key: k{}\r\n", rng.next() % 8));
+        if rng.random_ratio(1, 4) {
+            headers.push_str(&format!("Idempotency-Key: k{}\r\n", rng.random_range(0..8)));
         }
-        if rng.next().is_multiple_of(8) {
+        if rng.random_ratio(1, 8) {
             headers.push_str("Authorization: Bearer nonsense\r\n");
         }
         let request = format!(

@@ -9,20 +9,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use flowbook_store::{Store, StoreOptions};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 const ROUNDS: usize = 24;
 const THREADS: &str = "8";
-
-/// xorshift64*: enough randomness for kill times, reproducible from the printed seed.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-}
 
 struct Ack {
     hash: String,
@@ -37,7 +28,8 @@ fn every_acknowledged_event_survives_sigkill() {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
     });
     println!("crash test seed {seed} (set CRASH_SEED to replay)");
-    let mut rng = Rng(seed);
+    // Kill times, reproducible from the printed seed.
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
     let mut acked: HashMap<u64, Ack> = HashMap::new();
     let mut total_lost_unacked = 0u64;
@@ -62,7 +54,7 @@ fn every_acknowledged_event_survives_sigkill() {
         });
         // Let it open (and recover) the store and write for a while, then kill it mid-stride.
         let started = Instant::now();
-        let wait = Duration::from_millis(50 + rng.next() % 400);
+        let wait = Duration::from_millis(rng.random_range(50..450));
         std::thread::sleep(wait);
         child.kill().expect("SIGKILL the child");
         let status = child.wait().unwrap();

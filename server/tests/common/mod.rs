@@ -118,20 +118,6 @@ pub fn dechunk(body: &str) -> String {
     out
 }
 
-/// xorshift64*: a reproducible stream of choices for the fuzz test.
-pub struct Rng(pub u64);
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[(self.next() % items.len() as u64) as usize]
-    }
-}
-
 /// Sends raw bytes (any method, path, headers, body) and returns the status, or 0 when the server
 /// closed the connection without an answer (allowed for garbage that is not HTTP).
 pub fn raw(addr: &str, request: &[u8]) -> (u16, String) {
