@@ -12,6 +12,7 @@ mod export;
 mod guard;
 mod metrics;
 mod processor;
+mod progress;
 mod reads;
 mod time;
 mod writes;
@@ -470,8 +471,13 @@ fn import(file: &Path, data: &Path) -> ExitCode {
         Err(code) => return code,
     };
     let started = Instant::now();
+    let lines = text.split(|b| *b == b'\n').filter(|line| !line.iter().all(u8::is_ascii_whitespace)).count();
+    let mut progress = progress::Progress::new("import", "lines", lines as u64);
     let (accepted, rejected) =
-        runtime.block_on(writes::import_lines(&state, &access::Principal::local(), &text));
+        runtime.block_on(writes::import_lines(&state, &access::Principal::local(), &text, &mut |done| {
+            progress.set(done)
+        }));
+    progress.finish();
     for rejection in &rejected {
         eprintln!(
             "line {}: {} ({})",
@@ -564,26 +570,17 @@ fn export_command(
     }
 }
 
-/// Progress lines every this many events while rebuilding.
-const PROGRESS_EVERY_EVENTS: u64 = 1_000_000;
-
 fn rebuild(data: &Path) -> ExitCode {
     let store = match open_existing(data) {
         Ok(store) => Arc::new(store),
         Err(code) => return code,
     };
     let started = Instant::now();
-    let mut next_report = PROGRESS_EVERY_EVENTS;
-    let progress = |applied: u64, total: u64| {
-        if applied >= next_report || applied == total {
-            eprintln!(
-                "rebuild: {applied} of {total} events ({:.0} %)",
-                applied as f64 * 100.0 / total.max(1) as f64
-            );
-            next_report = applied + PROGRESS_EVERY_EVENTS;
-        }
-    };
-    match flowbook_projections::rebuild(&store, RulesConfig::default(), progress) {
+    let mut progress = progress::Progress::new("rebuild", "events", store.head());
+    let rebuilt =
+        flowbook_projections::rebuild(&store, RulesConfig::default(), |applied, _| progress.set(applied));
+    progress.finish();
+    match rebuilt {
         Ok(projections) => {
             let seconds = started.elapsed().as_secs_f64();
             println!(

@@ -386,13 +386,18 @@ pub async fn import(
     Actor(actor): Actor,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let (accepted, rejected) = import_lines(&state, &actor, &body).await;
+    let (accepted, rejected) = import_lines(&state, &actor, &body, &mut |_| {}).await;
     Ok(Json(json!({ "accepted": accepted, "rejected": rejected })).into_response())
 }
 
 /// Runs every line of an NDJSON import, in order; returns the count accepted and the
-/// rejections (lines numbered from 1).
-pub async fn import_lines(state: &AppState, actor: &Principal, text: &[u8]) -> (u64, Vec<Value>) {
+/// rejections (lines numbered from 1). `progress` hears how many writes have been answered.
+pub async fn import_lines(
+    state: &AppState,
+    actor: &Principal,
+    text: &[u8],
+    progress: &mut (dyn FnMut(u64) + Send),
+) -> (u64, Vec<Value>) {
     let mut in_flight = std::collections::VecDeque::new();
     let mut rejected: Vec<(usize, ApiError)> = Vec::new();
     let mut accepted = 0u64;
@@ -413,10 +418,12 @@ pub async fn import_lines(state: &AppState, actor: &Principal, text: &[u8]) -> (
         while in_flight.len() >= IMPORT_IN_FLIGHT_MAX {
             let (number, answer) = in_flight.pop_front().expect("non-empty");
             settle(number, answer, &mut accepted, &mut rejected).await;
+            progress(accepted + rejected.len() as u64);
         }
     }
     while let Some((number, answer)) = in_flight.pop_front() {
         settle(number, answer, &mut accepted, &mut rejected).await;
+        progress(accepted + rejected.len() as u64);
     }
     rejected.sort_by_key(|(number, _)| *number);
     let rejected = rejected

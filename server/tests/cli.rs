@@ -122,6 +122,7 @@ fn import_reads_a_file_and_reports_rejected_lines() {
     assert_eq!(code, 1, "a rejected line makes the exit code 1: {out} {err}");
     assert!(out.contains("imported 2 lines, rejected 1"), "{out}");
     assert!(err.contains("line 3: malformed"), "{err}");
+    assert!(err.contains("import: 3 of 3 lines (100 %)"), "plain progress lines off a terminal: {err}");
     let (code, out, _) = flowbook(&["verify", "--data", data.to_str().unwrap()]);
     assert_eq!(code, 0);
     assert!(out.contains("2 events checked"), "{out}");
