@@ -10,6 +10,7 @@ macro_rules! id_type {
     ($name:ident, $what:literal) => {
         #[doc = concat!("The id of a ", $what, ".")]
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
         #[serde(transparent)]
         pub struct $name(pub Uuid);
 

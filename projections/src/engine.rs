@@ -23,6 +23,7 @@ use crate::time::{At, Fact};
 
 /// Whether a member is on a roster as a home member or as a visiting mobile member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Relation {
     Home,
@@ -80,6 +81,7 @@ impl MemberFacts {
 
 /// The state of one letter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TransferState {
     Open,
@@ -90,6 +92,7 @@ pub enum TransferState {
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TransferRow {
     pub transfer_id: TransferId,
     pub member_id: MemberId,

@@ -21,6 +21,7 @@ use crate::flags::{branch_flags, member_flags};
 use crate::time::At;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MemberView {
     pub member_id: MemberId,
     pub name: String,
@@ -36,6 +37,7 @@ pub struct MemberView {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MobileView {
     pub destination_region: String,
     /// Where the member has reported, or else where the departure planned them to.
@@ -45,6 +47,7 @@ pub struct MobileView {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OpenTransferView {
     pub transfer_id: flowbook_core::TransferId,
     pub to_branch_id: Option<BranchId>,
@@ -53,6 +56,7 @@ pub struct OpenTransferView {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RosterEntry {
     pub member_id: MemberId,
     pub name: String,
@@ -62,6 +66,7 @@ pub struct RosterEntry {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BranchRow {
     pub branch_id: BranchId,
     pub name: String,
@@ -94,6 +99,7 @@ pub enum FlowGrouping {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FlowRow {
     pub key: String,
     pub transfers_in: u64,
@@ -104,6 +110,7 @@ pub struct FlowRow {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MatrixCell {
     pub from: String,
     pub to: String,
@@ -111,30 +118,35 @@ pub struct MatrixCell {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Flows {
     pub rows: Vec<FlowRow>,
     pub matrix: Vec<MatrixCell>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegionCount {
     pub region: String,
     pub count: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BranchCount {
     pub branch_id: BranchId,
     pub count: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FlaggedMember {
     pub member_id: MemberId,
     pub flags: Vec<&'static str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MobileStats {
     pub total: u64,
     pub reported: u64,
@@ -144,6 +156,7 @@ pub struct MobileStats {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BySource {
     pub expired_letter: u64,
     pub self_declared: u64,
@@ -151,6 +164,7 @@ pub struct BySource {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PocketStats {
     pub discovered: u64,
     pub placed: u64,
@@ -159,6 +173,7 @@ pub struct PocketStats {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MemberSummary {
     pub member_id: MemberId,
     pub name: String,

@@ -45,7 +45,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Actor {
 }
 
 /// Paths anyone may call without a token.
-const OPEN_PATHS: [&str; 2] = ["/healthz", "/openapi.json"];
+const OPEN_PATHS: [&str; 3] = ["/healthz", "/openapi.json", "/docs"];
 
 /// Resolves the bearer token (or local mode) to a principal before any handler runs.
 async fn authenticate(
@@ -130,6 +130,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/audit/verify", get(reads::audit_verify))
         .route("/healthz", get(reads::healthz))
         .route("/metrics", get(crate::metrics::render))
+        .route("/openapi.json", get(crate::openapi::json))
+        .route("/docs", get(crate::openapi::docs))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::track))

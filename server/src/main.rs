@@ -11,6 +11,7 @@ mod error;
 mod export;
 mod guard;
 mod metrics;
+mod openapi;
 mod processor;
 mod progress;
 mod reads;

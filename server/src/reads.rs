@@ -18,7 +18,8 @@ use crate::time::instant;
 pub const EVENTS_PAGE_DEFAULT: usize = 1_000;
 pub const EVENTS_PAGE_MAX: usize = 10_000;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TimeQuery {
     #[serde(default, deserialize_with = "instant::option")]
     as_of: Option<DateTime<Utc>>,
@@ -71,7 +72,8 @@ pub async fn history(
     Ok(Json(json!({ "events": events })).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SearchQuery {
     #[serde(default)]
     q: String,
@@ -107,7 +109,8 @@ pub async fn roster(
         .into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TransfersQuery {
     state: Option<String>,
 }
@@ -127,7 +130,8 @@ pub async fn transfers(
     Ok(Json(json!({ "transfers": state.live.read().transfers(filter, Utc::now()) })).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct FlowsQuery {
     #[serde(default, deserialize_with = "instant::option")]
     from: Option<DateTime<Utc>>,
@@ -157,7 +161,8 @@ pub async fn mobile(State(state): State<AppState>) -> Result<Response, ApiError>
     Ok(Json(state.live.read().mobile_stats(Utc::now())).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PeriodQuery {
     #[serde(default, deserialize_with = "instant::option")]
     from: Option<DateTime<Utc>>,
@@ -172,7 +177,8 @@ pub async fn pocket(
     Ok(Json(state.live.read().pocket_stats(query.from, query.to)).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     after: Option<u64>,
     limit: Option<usize>,
@@ -208,7 +214,8 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
 /// stream is pulled at the client's pace and never buffers beyond one page.
 pub const STREAM_PAGE_EVENTS: usize = 256;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StreamQuery {
     after: Option<u64>,
 }

@@ -34,10 +34,13 @@ pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 }
 
 /// `effective_at` and `expected_version`, which every write may carry.
-#[derive(Debug, Default, Deserialize)]
-struct Common {
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+pub struct Common {
+    /// When it took effect (a date or a time; default: now, or the member's latest effective
+    /// time if that is later).
     #[serde(default, deserialize_with = "instant::option")]
     effective_at: Option<DateTime<Utc>>,
+    /// The member stream's version the client expects (member writes only): else 409.
     expected_version: Option<u64>,
 }
 
@@ -478,10 +481,10 @@ async fn settle(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct Empty {}
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct EstablishBody {
     name: String,
     kind: BranchKind,
@@ -492,17 +495,17 @@ pub struct EstablishBody {
     branch_id: Option<BranchId>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct ReclassifyBody {
     kind: BranchKind,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct DissolveBody {
     successor_id: Option<BranchId>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct RegisterBody {
     name: String,
     branch_id: BranchId,
@@ -510,7 +513,7 @@ pub struct RegisterBody {
     member_id: Option<MemberId>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct TransferBody {
     to_branch_id: Option<BranchId>,
     to_external: Option<String>,
@@ -520,12 +523,12 @@ pub struct TransferBody {
     transfer_id: Option<TransferId>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct CancelBody {
     reason: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct DepartureBody {
     destination_region: String,
     destination_organization: Option<String>,
@@ -535,12 +538,12 @@ pub struct DepartureBody {
     expected_return: Option<DateTime<Utc>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct ArrivalBody {
     inflow_branch_id: BranchId,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct PocketBody {
     source: DiscoverySource,
     member_id: Option<MemberId>,
@@ -551,24 +554,24 @@ pub struct PocketBody {
     found_organization: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct PlacementBody {
     branch_id: BranchId,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct ContactBody {
     lost: bool,
     reason: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct StatusBody {
     to: MemberStatus,
     reason: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct RetractBody {
     reason: String,
 }

@@ -578,3 +578,104 @@ fn past_the_limits_requests_and_streams_are_refused_at_once_with_503() {
     assert_eq!(server.get("/healthz").0, 200);
     assert_eq!(error_code(&server.get("/v1/events/stream")), (503, "unavailable"));
 }
+
+/// Every path and method of API.md (the contract), plus the docs page.
+const API_OPERATIONS: [(&str, &str); 35] = [
+    ("post", "/v1/branches"),
+    ("get", "/v1/branches"),
+    ("get", "/v1/branches/{id}"),
+    ("post", "/v1/branches/{id}/reclassify"),
+    ("post", "/v1/branches/{id}/dissolve"),
+    ("get", "/v1/branches/{id}/roster"),
+    ("post", "/v1/members"),
+    ("get", "/v1/members"),
+    ("get", "/v1/members/{id}"),
+    ("get", "/v1/members/{id}/history"),
+    ("post", "/v1/members/{id}/verify"),
+    ("post", "/v1/members/{id}/transfers"),
+    ("post", "/v1/members/{id}/departures"),
+    ("post", "/v1/members/{id}/arrivals"),
+    ("post", "/v1/members/{id}/returns"),
+    ("post", "/v1/members/{id}/placement"),
+    ("post", "/v1/members/{id}/contact"),
+    ("post", "/v1/members/{id}/status"),
+    ("get", "/v1/transfers"),
+    ("post", "/v1/transfers/{id}/complete"),
+    ("post", "/v1/transfers/{id}/cancel"),
+    ("post", "/v1/pocket-members"),
+    ("get", "/v1/events"),
+    ("get", "/v1/events/stream"),
+    ("post", "/v1/events/{position}/retract"),
+    ("post", "/v1/sweeps/expiry"),
+    ("post", "/v1/import"),
+    ("get", "/v1/stats/flows"),
+    ("get", "/v1/stats/mobile"),
+    ("get", "/v1/stats/pocket"),
+    ("get", "/v1/audit/verify"),
+    ("get", "/healthz"),
+    ("get", "/metrics"),
+    ("get", "/openapi.json"),
+    ("get", "/docs"),
+];
+
+#[test]
+fn the_openapi_document_describes_every_route_and_the_docs_page_needs_no_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let auth = dir.path().join("auth.json");
+    let admin = add_token(&auth, "管理员", "admin", &[]);
+    let server = Server::start_with(&dir.path().join("data"), &["--auth", auth.to_str().unwrap()]);
+    let (status, document) = server.get("/openapi.json");
+    assert_eq!(status, 200, "no token needed for the document");
+    assert!(document["openapi"].as_str().unwrap().starts_with("3."));
+
+    let paths = document["paths"].as_object().unwrap();
+    let documented: Vec<(String, String)> = paths
+        .iter()
+        .flat_map(|(path, item)| item.as_object().unwrap().keys().map(move |m| (m.clone(), path.clone())))
+        .collect();
+    for (method, path) in API_OPERATIONS {
+        assert!(documented.contains(&(method.to_owned(), path.to_owned())), "{method} {path} is documented");
+    }
+    assert_eq!(documented.len(), API_OPERATIONS.len(), "and nothing else: {documented:?}");
+
+    // Every documented operation is routed: the server knows it (no 404 "no such endpoint", no 405).
+    let bearer = format!("Bearer {admin}");
+    for (method, path) in &documented {
+        if path.ends_with("/stream") {
+            continue; // an open stream never ends; the stream tests cover it
+        }
+        let concrete = path.replace("{id}", uuid_zero()).replace("{position}", "1");
+        let body = (method == "post").then(|| json!({}));
+        let (status, answer) =
+            server.call(&method.to_uppercase(), &concrete, body.as_ref(), &[("Authorization", &bearer)]);
+        assert_ne!(status, 405, "{method} {path}");
+        assert!(
+            !(status == 404 && answer["error"]["message"] == "no such endpoint"),
+            "{method} {path} is routed: {answer}"
+        );
+    }
+
+    // Every reference resolves, and every write names its body's fields.
+    let schemas = document["components"]["schemas"].as_object().unwrap();
+    let text = document.to_string();
+    for reference in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+        let name = reference.split('"').next().unwrap();
+        assert!(schemas.contains_key(name), "#/components/schemas/{name} exists");
+    }
+    let register = &schemas["RegisterBody"]["properties"];
+    for field in ["name", "branch_id", "status", "member_id"] {
+        assert!(register.get(field).is_some(), "RegisterBody has {field}: {register}");
+    }
+    assert_eq!(
+        schemas["MemberStatus"]["enum"],
+        json!(["probationary", "full", "suspended", "left", "deceased"])
+    );
+    assert!(schemas["MemberView"]["properties"].get("flags").is_some());
+
+    let (status, page) = raw(&server.addr, b"GET /docs HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!(status, 200, "no token needed for the page");
+    assert!(page.contains("/openapi.json"), "the page renders the document");
+    for external in ["src=\"http", "href=\"http", "@import", "url(http", "src=\"//"] {
+        assert!(!page.contains(external), "the page loads nothing from elsewhere ({external})");
+    }
+}

@@ -54,6 +54,7 @@ pub struct NewEvent {
 
 /// An event as stored and served: the envelope of API.md.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Envelope {
     pub position: u64,
     pub event_id: Uuid,
@@ -64,6 +65,7 @@ pub struct Envelope {
     pub effective_at: DateTime<Utc>,
     pub recorded_at: DateTime<Utc>,
     pub actor: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub data: Box<RawValue>,
     /// Lower-case hex of the chain hash.
     pub hash: String,
