@@ -288,21 +288,6 @@ fn peak_memory_mib() -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
-fn dir_bytes(path: &Path) -> u64 {
-    std::fs::read_dir(path)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| match e.metadata() {
-                    Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-                    Ok(m) => m.len(),
-                    Err(_) => 0,
-                })
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
 fn measure(dir: &Path) {
     // sled's cache, passed explicitly: 256 MiB of the 2 GiB budget.
     let options = StoreOptions { cache_capacity_bytes: 256 * 1024 * 1024, ..StoreOptions::default() };
@@ -348,7 +333,7 @@ fn measure(dir: &Path) {
         .collect();
     let roster_size = live.read().roster(big.branch_id, &At::LATEST).unwrap().len();
     let roster_past_size = live.read().roster(big.branch_id, &past).unwrap().len();
-    let disk = dir_bytes(dir);
+    let disk = flowbook_store::disk_bytes(dir);
     let (h50, h99) = percentiles(history);
     let (rn50, rn99) = percentiles(roster_now);
     let (rp50, rp99) = percentiles(roster_past);

@@ -6,6 +6,8 @@
 
 mod access;
 mod app;
+mod bench;
+mod bench_postgres;
 mod demo;
 mod error;
 mod export;
@@ -131,6 +133,32 @@ enum Command {
         #[arg(long)]
         end: Option<String>,
     },
+    /// Measure the workloads users care about on this machine, in one run: building a district
+    /// through the rules, batched appends, the disk's bound, HTTP writes from many clients,
+    /// rebuild and queries — optionally side by side with a PostgreSQL event store.
+    Bench {
+        /// A scratch directory (created; must be empty; removed afterwards).
+        #[arg(long, default_value = "./flowbook-bench")]
+        dir: PathBuf,
+        /// Members of the generated district (~2.7 events each).
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(64..=demo::MEMBERS_MAX as i64))]
+        members: u32,
+        /// Concurrent HTTP clients (and PostgreSQL single-commit clients).
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1024))]
+        clients: u32,
+        /// Seconds each timed workload runs.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Also write the report as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Run the same workloads against PostgreSQL at this connection string
+        /// (e.g. "host=127.0.0.1 port=55432 user=postgres").
+        #[arg(long)]
+        postgres: Option<String>,
+    },
     /// Rebuild every projection from the log, with progress, and report how long it took.
     Rebuild {
         /// The data directory.
@@ -176,6 +204,17 @@ fn main() -> ExitCode {
         }
         Command::Verify { data } => verify(&data),
         Command::Rebuild { data } => rebuild(&data),
+        Command::Bench { dir, members, clients, seconds, seed, json, postgres } => bench_command(
+            bench::BenchOptions {
+                dir,
+                members: members as usize,
+                clients: clients as usize,
+                seconds,
+                seed,
+                postgres,
+            },
+            json.as_deref(),
+        ),
         Command::Demo { data, seed, members, end } => {
             demo_command(&data, seed, members as usize, end.as_deref())
         }
@@ -372,8 +411,11 @@ async fn shutdown_signal() {
 }
 
 /// The server's write path without a socket, acting as `local`: for `import` and `demo`.
-fn local_writer(data: &Path) -> Result<(tokio::runtime::Runtime, app::AppState), ExitCode> {
-    let store = match Store::open(data, StoreOptions::default()) {
+fn local_writer(
+    data: &Path,
+    options: StoreOptions,
+) -> Result<(tokio::runtime::Runtime, app::AppState), ExitCode> {
+    let store = match Store::open(data, options) {
         Ok(store) => Arc::new(store),
         Err(error) => {
             eprintln!("flowbook: cannot open the store at {}: {error}", data.display());
@@ -394,7 +436,7 @@ fn local_writer(data: &Path) -> Result<(tokio::runtime::Runtime, app::AppState),
             return Err(ExitCode::FAILURE);
         }
     };
-    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+    let Ok(runtime) = tokio::runtime::Builder::new_multi_thread().enable_all().build() else {
         eprintln!("flowbook: cannot start the runtime");
         return Err(ExitCode::FAILURE);
     };
@@ -406,6 +448,46 @@ fn local_writer(data: &Path) -> Result<(tokio::runtime::Runtime, app::AppState),
         limits: Default::default(),
     };
     Ok((runtime, state))
+}
+
+fn bench_command(options: bench::BenchOptions, json: Option<&Path>) -> ExitCode {
+    if !(0.05..=3600.0).contains(&options.seconds) {
+        eprintln!("flowbook: --seconds must be between 0.05 and 3600");
+        return ExitCode::from(EXIT_COULD_NOT_CHECK);
+    }
+    let empty = std::fs::read_dir(&options.dir).map_or(true, |mut entries| entries.next().is_none());
+    if !empty {
+        eprintln!("flowbook: {} is not empty; the bench needs a scratch directory", options.dir.display());
+        return ExitCode::from(EXIT_COULD_NOT_CHECK);
+    }
+    let options_for_store =
+        StoreOptions { cache_capacity_bytes: bench::CACHE_BYTES, ..StoreOptions::default() };
+    let (runtime, state) = match local_writer(&options.dir.join("district"), options_for_store) {
+        Ok(writer) => writer,
+        Err(code) => return code,
+    };
+    let report = bench::run(&options, &state, &runtime, |phase| eprintln!("bench: {phase}"));
+    drop(state);
+    drop(runtime);
+    let _ = std::fs::remove_dir_all(&options.dir);
+    let report = match report {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("flowbook: bench failed: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("{}", bench::table(&report));
+    if let Some(path) = json {
+        let written = serde_json::to_vec_pretty(&report)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| std::fs::write(path, bytes).map_err(|e| e.to_string()));
+        if let Err(error) = written {
+            eprintln!("flowbook: cannot write {}: {error}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn demo_command(data: &Path, seed: u64, members: usize, end: Option<&str>) -> ExitCode {
@@ -422,7 +504,7 @@ fn demo_command(data: &Path, seed: u64, members: usize, end: Option<&str>) -> Ex
             return ExitCode::from(EXIT_COULD_NOT_CHECK);
         }
     };
-    let (runtime, state) = match local_writer(data) {
+    let (runtime, state) = match local_writer(data, StoreOptions::default()) {
         Ok(writer) => writer,
         Err(code) => return code,
     };
@@ -467,7 +549,7 @@ fn import(file: &Path, data: &Path) -> ExitCode {
             return ExitCode::from(EXIT_COULD_NOT_CHECK);
         }
     };
-    let (runtime, state) = match local_writer(data) {
+    let (runtime, state) = match local_writer(data, StoreOptions::default()) {
         Ok(writer) => writer,
         Err(code) => return code,
     };

@@ -260,3 +260,61 @@ fn demo_writes_a_whole_district_the_same_way_for_the_same_seed() {
     let (code, _, err) = flowbook(&["demo", "--data", data, "--end", "2999-01-01"]);
     assert_eq!((code, err.lines().count()), (2, 1), "{err}");
 }
+
+#[test]
+fn bench_runs_every_workload_in_seconds_and_writes_its_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let scratch = dir.path().join("scratch");
+    let report = dir.path().join("report.json");
+    let (code, out, err) = flowbook(&[
+        "bench",
+        "--dir",
+        scratch.to_str().unwrap(),
+        "--members",
+        "300",
+        "--clients",
+        "8",
+        "--seconds",
+        "0.3",
+        "--json",
+        report.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("| batched append, 4 appenders |") && out.contains("| rebuild |"), "{out}");
+    assert!(!scratch.exists(), "the scratch directory is removed");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    for figure in [
+        "build_events_per_s",
+        "append_batched_1_per_s",
+        "append_batched_4_per_s",
+        "physical_bound_per_s",
+        "rebuild_events_per_s",
+        "disk_bytes_per_event",
+        "peak_memory_mib",
+    ] {
+        assert!(report[figure].as_f64().unwrap() > 0.0, "{figure} was measured: {report}");
+    }
+    assert!(report["http_flat_out"]["per_s"].as_f64().unwrap() > 0.0);
+    assert!(report["history"]["samples"].as_u64().unwrap() > 0);
+    assert!(report["postgres"].is_null(), "no PostgreSQL unless asked");
+
+    let busy = dir.path().join("busy");
+    std::fs::create_dir_all(busy.join("something")).unwrap();
+    let (code, _, err) = flowbook(&["bench", "--dir", busy.to_str().unwrap()]);
+    assert_eq!((code, err.lines().count()), (2, 1), "a non-empty scratch directory is refused: {err}");
+    let (code, _, err) = flowbook(&[
+        "bench",
+        "--dir",
+        scratch.to_str().unwrap(),
+        "--postgres",
+        "host=127.0.0.1 port=1 user=nobody",
+        "--members",
+        "64",
+        "--seconds",
+        "0.1",
+        "--clients",
+        "2",
+    ]);
+    assert_eq!(code, 1, "an unreachable PostgreSQL is one clear failure: {err}");
+    assert!(err.contains("cannot connect to PostgreSQL"), "{err}");
+}

@@ -78,28 +78,13 @@ fn measure(dir: &std::path::Path, batch: usize, appenders: usize, seconds: f64) 
     let elapsed = started.elapsed().as_secs_f64();
     let events = appended.load(Ordering::Relaxed);
     drop(store);
-    let bytes = dir_bytes(&path);
+    let bytes = flowbook_store::disk_bytes(&path);
     let _ = std::fs::remove_dir_all(&path);
     Run {
         events_per_s: events as f64 / elapsed,
         appends_per_s: appends as f64 / elapsed,
         bytes_per_event: bytes as f64 / events as f64,
     }
-}
-
-fn dir_bytes(path: &std::path::Path) -> u64 {
-    std::fs::read_dir(path)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| match e.metadata() {
-                    Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-                    Ok(m) => m.len(),
-                    Err(_) => 0,
-                })
-                .sum()
-        })
-        .unwrap_or(0)
 }
 
 /// The disk's bound: the same number of bytes per write, appended sequentially, one fdatasync each.

@@ -50,6 +50,23 @@ mod writer;
 pub mod testing;
 
 pub use record::{Envelope, NewEvent};
+
+/// Bytes a store's directory holds on disk (sled's files, its blobs, the heads snapshot): what
+/// "bytes per event" is measured on.
+pub fn disk_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|entry| match entry.metadata() {
+                    Ok(meta) if meta.is_dir() => disk_bytes(&entry.path()),
+                    Ok(meta) => meta.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
 pub use store::{
     AppendRequest, Appended, Clock, IdempotencyKey, Store, StoreOptions, Submitted, Tail, VerifyReport,
 };

@@ -1,0 +1,510 @@
+//! `flowbook bench`: the workloads users care about, measured in one run on this machine, printed
+//! as a table and written as a JSON report.
+//!
+//! 1. **Build**: the demo's district, at the size asked for, written through the import path
+//!    (every command decided by the rules, appended durably in batches).
+//! 2. **Batched append**: the district's own events appended again, as they are, to a fresh log in
+//!    transactions of 1,000 events, by 1 and by 4 appenders — the workload an event store's
+//!    importer runs, and what a PostgreSQL event store is compared on.
+//! 3. **The physical bound**: the same events' bytes written sequentially with one `fdatasync` per
+//!    1,000 — what the disk allows for that workload.
+//! 4. **HTTP writes**: the server on a loopback port, 64 keep-alive clients, one command a request,
+//!    each durable before its answer; flat out, then at half that rate for latency.
+//! 5. **Rebuild** of every read model from the district's log, then **queries** on them.
+//! 6. Disk bytes per event and peak memory.
+//!
+//! With `--postgres`, the same events go to PostgreSQL too (see `bench_postgres.rs`).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{TimeDelta, Utc};
+use flowbook_core::MemberStatus;
+use flowbook_projections::{At, FlowGrouping, Live};
+use flowbook_store::{AppendRequest, Envelope, NewEvent, Store, StoreOptions};
+use rand::seq::IndexedRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use crate::app::AppState;
+
+/// Events per transaction in the batched workloads.
+pub const BATCH_EVENTS: usize = 1_000;
+
+/// Concurrent appenders of the second batched run (and PostgreSQL clients).
+pub const BATCH_APPENDERS: usize = 4;
+
+/// sled's cache, set explicitly so that peak memory means something.
+pub const CACHE_BYTES: u64 = 256 * 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub dir: PathBuf,
+    pub members: usize,
+    pub clients: usize,
+    pub seconds: f64,
+    pub seed: u64,
+    /// A PostgreSQL connection string: run the peer's workloads there too.
+    pub postgres: Option<String>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Latency {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub samples: usize,
+}
+
+impl Latency {
+    pub fn of(mut samples_ms: Vec<f64>) -> Latency {
+        if samples_ms.is_empty() {
+            return Latency::default();
+        }
+        samples_ms.sort_by(f64::total_cmp);
+        let at = |q: f64| samples_ms[((samples_ms.len() - 1) as f64 * q).round() as usize];
+        Latency { p50_ms: at(0.5), p99_ms: at(0.99), samples: samples_ms.len() }
+    }
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Throughput {
+    pub per_s: f64,
+    #[serde(flatten)]
+    pub latency: Latency,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub members: usize,
+    pub events: u64,
+    pub build_commands_per_s: f64,
+    pub build_events_per_s: f64,
+    pub append_batched_1_per_s: f64,
+    pub append_batched_4_per_s: f64,
+    pub physical_bound_per_s: f64,
+    pub physical_fdatasyncs_per_s: f64,
+    pub event_bytes: f64,
+    pub http_clients: usize,
+    pub http_flat_out: Throughput,
+    pub http_half_load: Throughput,
+    pub rebuild_events_per_s: f64,
+    pub history: Latency,
+    pub roster_now: Latency,
+    pub roster_year_ago: Latency,
+    pub flows_quarter_by_region: Latency,
+    pub disk_bytes_per_event: f64,
+    pub peak_memory_mib: f64,
+    pub postgres: Option<crate::bench_postgres::PostgresReport>,
+}
+
+/// Peak resident memory of this process so far (Linux `VmHWM`), in MiB.
+pub fn peak_memory_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|line| line.starts_with("VmHWM:"))
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|kib| kib.parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+fn store_options() -> StoreOptions {
+    StoreOptions { cache_capacity_bytes: CACHE_BYTES, ..StoreOptions::default() }
+}
+
+/// The district's events as the log holds them.
+pub fn district_events(store: &Store) -> Result<Vec<Envelope>, String> {
+    let mut events = Vec::new();
+    while (events.len() as u64) < store.head() {
+        let page = store.read_log(events.len() as u64, 10_000).map_err(|e| e.to_string())?;
+        if page.is_empty() {
+            break;
+        }
+        events.extend(page);
+    }
+    Ok(events)
+}
+
+/// The `round`-th copy of an event: the same type, times and data on a stream of its own, so
+/// that every copy appends at the versions the original did.
+pub fn copy_of(event: &Envelope, round: u64) -> NewEvent {
+    NewEvent {
+        event_id: uuid::Uuid::from_u64_pair(round, event.position),
+        stream: if round == 0 { event.stream.clone() } else { format!("{}~{round}", event.stream) },
+        event_type: event.event_type.clone(),
+        effective_at: event.effective_at,
+        actor: event.actor.clone(),
+        data: event.data.clone(),
+    }
+}
+
+/// Appends copies of `events` in transactions of [`BATCH_EVENTS`] from `appenders` threads for
+/// `seconds`; answers events per second.
+fn append_batched(
+    dir: &Path,
+    events: &Arc<Vec<Envelope>>,
+    appenders: usize,
+    seconds: f64,
+) -> Result<f64, String> {
+    let store = Arc::new(Store::open(dir, store_options()).map_err(|e| e.to_string())?);
+    let stop = Arc::new(AtomicBool::new(false));
+    let appended = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..appenders)
+        .map(|worker| {
+            let (store, stop, appended, events) =
+                (Arc::clone(&store), Arc::clone(&stop), Arc::clone(&appended), Arc::clone(events));
+            std::thread::spawn(move || -> Result<(), String> {
+                // Each appender writes its own rounds, so no two touch the same stream.
+                let mut round = 1 + worker as u64;
+                while !stop.load(Ordering::Relaxed) {
+                    for batch in events.chunks(BATCH_EVENTS) {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let request = AppendRequest {
+                            events: batch.iter().map(|event| copy_of(event, round)).collect(),
+                            ..Default::default()
+                        };
+                        store.append(request).map_err(|e| e.to_string())?;
+                        appended.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    }
+                    round += appenders as u64;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs_f64(seconds));
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        worker.join().map_err(|_| "an appender panicked".to_owned())??;
+    }
+    Ok(appended.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// The same events' bytes written sequentially, one `fdatasync` per batch: (events/s, syncs/s,
+/// bytes per event).
+fn physical_bound(dir: &Path, events: &[Envelope], seconds: f64) -> Result<(f64, f64, f64), String> {
+    let batches: Vec<Vec<u8>> = events
+        .chunks(BATCH_EVENTS)
+        .map(|batch| {
+            let mut bytes = Vec::new();
+            for event in batch {
+                serde_json::to_writer(&mut bytes, event).expect("an envelope serialises");
+                bytes.push(b'\n');
+            }
+            bytes
+        })
+        .collect();
+    let total_bytes: usize = batches.iter().map(Vec::len).sum();
+    let path = dir.join("physical-bound.bin");
+    let mut file = std::fs::File::create(&path).map_err(|e| e.to_string())?;
+    let (mut written, mut syncs) = (0u64, 0u64);
+    let started = Instant::now();
+    'outer: loop {
+        for (batch, bytes) in events.chunks(BATCH_EVENTS).zip(&batches) {
+            file.write_all(bytes).map_err(|e| e.to_string())?;
+            file.sync_data().map_err(|e| e.to_string())?;
+            written += batch.len() as u64;
+            syncs += 1;
+            if started.elapsed().as_secs_f64() >= seconds {
+                break 'outer;
+            }
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    drop(file);
+    let _ = std::fs::remove_file(&path);
+    Ok((written as f64 / elapsed, syncs as f64 / elapsed, total_bytes as f64 / events.len().max(1) as f64))
+}
+
+/// A keep-alive HTTP/1.1 client over a plain socket: it costs little next to the server.
+struct Connection {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Connection {
+    fn open(addr: &str) -> std::io::Result<Connection> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        Ok(Connection { reader: BufReader::new(stream.try_clone()?), writer: stream })
+    }
+
+    fn call(&mut self, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        self.writer.write_all(request.as_bytes())?;
+        let mut status_line = String::new();
+        self.reader.read_line(&mut status_line)?;
+        let status = status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            self.reader.read_line(&mut line)?;
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0; length];
+        self.reader.read_exact(&mut body)?;
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+}
+
+/// Each client owns one member and toggles its contact (lost / restored); `pace` is each
+/// client's interval between requests (`None`: flat out).
+fn http_clients(
+    addr: &str,
+    members: &[(String, bool)],
+    seconds: f64,
+    pace: Option<Duration>,
+) -> Result<Throughput, String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let workers: Vec<_> = members
+        .iter()
+        .cloned()
+        .map(|(member, contact_lost)| {
+            let (addr, stop) = (addr.to_owned(), Arc::clone(&stop));
+            std::thread::spawn(move || -> Result<(Vec<f64>, bool), String> {
+                let mut connection = Connection::open(&addr).map_err(|e| e.to_string())?;
+                let mut latencies = Vec::new();
+                let mut lost = contact_lost;
+                let mut next = Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    if let Some(pace) = pace {
+                        let now = Instant::now();
+                        if next > now {
+                            std::thread::sleep(next - now);
+                        }
+                        next += pace;
+                    }
+                    let body = format!(r#"{{"lost":{}}}"#, !lost);
+                    let sent = Instant::now();
+                    let (status, answer) = connection
+                        .call("POST", &format!("/v1/members/{member}/contact"), &body)
+                        .map_err(|e| e.to_string())?;
+                    if status != 201 {
+                        return Err(format!("a write was refused: {status} {answer}"));
+                    }
+                    latencies.push(sent.elapsed().as_secs_f64() * 1e3);
+                    lost = !lost;
+                }
+                Ok((latencies, lost))
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs_f64(seconds));
+    stop.store(true, Ordering::Relaxed);
+    let mut latencies = Vec::new();
+    for worker in workers {
+        let (mine, _) = worker.join().map_err(|_| "a client panicked".to_owned())??;
+        latencies.extend(mine);
+    }
+    let per_s = latencies.len() as f64 / started.elapsed().as_secs_f64();
+    Ok(Throughput { per_s, latency: Latency::of(latencies) })
+}
+
+/// Times `f` once, in milliseconds.
+fn time_ms(f: impl FnOnce()) -> f64 {
+    let started = Instant::now();
+    f();
+    started.elapsed().as_secs_f64() * 1e3
+}
+
+/// Runs every workload; `progress` hears each phase's name as it starts.
+pub fn run(
+    options: &BenchOptions,
+    state: &AppState,
+    runtime: &tokio::runtime::Runtime,
+    mut progress: impl FnMut(&str),
+) -> Result<Report, String> {
+    let mut report = Report { members: options.members, http_clients: options.clients, ..Report::default() };
+    let seconds = options.seconds;
+
+    progress("build: the demo district through the import path");
+    let started = Instant::now();
+    let demo = runtime.block_on(crate::demo::run(
+        state,
+        options.seed,
+        options.members,
+        Utc::now() - TimeDelta::days(1),
+    ));
+    if let Some((op, code, message)) = demo.refused.first() {
+        return Err(format!("the district's story was refused at {op}: {code} ({message})"));
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let store = Arc::clone(state.live.store());
+    report.build_commands_per_s = demo.writes as f64 / elapsed;
+    report.build_events_per_s = store.head() as f64 / elapsed;
+
+    let events = Arc::new(district_events(&store)?);
+    progress("append: the same events in transactions of 1,000, 1 appender");
+    report.append_batched_1_per_s = append_batched(&options.dir.join("append-1"), &events, 1, seconds)?;
+    progress("append: 4 appenders");
+    report.append_batched_4_per_s =
+        append_batched(&options.dir.join("append-4"), &events, BATCH_APPENDERS, seconds)?;
+    progress("physical bound: the same bytes, one fdatasync per 1,000 events");
+    (report.physical_bound_per_s, report.physical_fdatasyncs_per_s, report.event_bytes) =
+        physical_bound(&options.dir, &events, seconds)?;
+
+    progress("http: 64 clients, one durable command a request");
+    let members: Vec<(String, bool)> = {
+        let projections = state.live.read();
+        let mut candidates: Vec<_> = projections
+            .world()
+            .members()
+            .filter(|m| !m.status.is_final() && m.status != MemberStatus::Suspended)
+            .map(|m| (m.member_id.to_string(), m.contact_lost_since.is_some()))
+            .collect();
+        candidates.sort();
+        candidates.into_iter().take(options.clients).collect()
+    };
+    let (addr, stop_server, served) = serve_in_background(state, runtime)?;
+    let flat_out = http_clients(&addr, &members, seconds, None)?;
+    // The flat-out run may have left each member's contact either way: read it back.
+    let members: Vec<(String, bool)> = {
+        let projections = state.live.read();
+        members
+            .iter()
+            .map(|(id, _)| {
+                let lost = id
+                    .parse()
+                    .ok()
+                    .and_then(|id| projections.world().member(id))
+                    .is_some_and(|m| m.contact_lost_since.is_some());
+                (id.clone(), lost)
+            })
+            .collect()
+    };
+    let pace = Duration::from_secs_f64(members.len() as f64 / (flat_out.per_s / 2.0).max(1.0));
+    report.http_half_load = http_clients(&addr, &members, seconds, Some(pace))?;
+    report.http_flat_out = flat_out;
+    let _ = stop_server.send(());
+    runtime.block_on(served).map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+
+    progress("rebuild: every read model from the log");
+    let started = Instant::now();
+    let live = Live::open(Arc::clone(&store), flowbook_core::RulesConfig::default(), |_, _| {})
+        .map_err(|e| e.to_string())?;
+    report.rebuild_events_per_s = store.head() as f64 / started.elapsed().as_secs_f64();
+    report.events = store.head();
+
+    progress("queries: history, rosters, flows");
+    let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
+    let (member_ids, biggest) = {
+        let projections = live.read();
+        let mut ids: Vec<_> = projections.world().members().map(|m| m.member_id).collect();
+        ids.sort();
+        let biggest = projections.branches().into_iter().max_by_key(|b| b.home_count).map(|b| b.branch_id);
+        (ids, biggest.ok_or("the district has no branch")?)
+    };
+    report.history = Latency::of(
+        (0..1_000)
+            .filter_map(|_| member_ids.choose(&mut rng).copied())
+            .map(|id| time_ms(|| drop(live.member_history(id, None))))
+            .collect(),
+    );
+    let now = Utc::now();
+    report.roster_now =
+        Latency::of((0..300).map(|_| time_ms(|| drop(live.read().roster(biggest, &At::LATEST)))).collect());
+    let year_ago = At::new(Some(now - TimeDelta::days(365)), None);
+    report.roster_year_ago =
+        Latency::of((0..300).map(|_| time_ms(|| drop(live.read().roster(biggest, &year_ago)))).collect());
+    let quarter = now - TimeDelta::days(365);
+    report.flows_quarter_by_region = Latency::of(
+        (0..100)
+            .map(|_| {
+                time_ms(|| {
+                    drop(live.read().flows(
+                        quarter,
+                        quarter + TimeDelta::days(91),
+                        FlowGrouping::Region,
+                        None,
+                    ))
+                })
+            })
+            .collect(),
+    );
+    report.disk_bytes_per_event =
+        flowbook_store::disk_bytes(&options.dir.join("district")) as f64 / store.head().max(1) as f64;
+    report.peak_memory_mib = peak_memory_mib();
+    if let Some(url) = &options.postgres {
+        progress("postgres: the same events, batched and single commits, and stream reads");
+        report.postgres =
+            Some(crate::bench_postgres::run(url, &events, options.clients, seconds, options.seed)?);
+    }
+    Ok(report)
+}
+
+type Served = tokio::task::JoinHandle<std::io::Result<()>>;
+
+/// The API on a free loopback port until the sender fires.
+fn serve_in_background(
+    state: &AppState,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<(String, tokio::sync::oneshot::Sender<()>, Served), String> {
+    let listener =
+        runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?.to_string();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let router = crate::app::router(state.clone());
+    let served = runtime.spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    Ok((addr, stop, served))
+}
+
+/// The human table.
+pub fn table(report: &Report) -> String {
+    let mut out = String::new();
+    let mut row = |what: &str, value: String| out.push_str(&format!("| {what} | {value} |\n"));
+    row("members / events in the log at the end", format!("{} / {}", report.members, report.events));
+    row(
+        "build through the rules (import path)",
+        format!("{:.0} commands/s, {:.0} events/s", report.build_commands_per_s, report.build_events_per_s),
+    );
+    row("batched append, 1 appender", format!("{:.0} events/s", report.append_batched_1_per_s));
+    row("batched append, 4 appenders", format!("{:.0} events/s", report.append_batched_4_per_s));
+    row(
+        "physical bound (same bytes, fdatasync per 1,000)",
+        format!(
+            "{:.0} events/s ({:.0} fdatasync/s, {:.0} bytes/event)",
+            report.physical_bound_per_s, report.physical_fdatasyncs_per_s, report.event_bytes
+        ),
+    );
+    let http = |t: &Throughput| {
+        format!("{:.0} commands/s, p50 {:.2} ms, p99 {:.2} ms", t.per_s, t.latency.p50_ms, t.latency.p99_ms)
+    };
+    row(&format!("HTTP, {} clients, flat out", report.http_clients), http(&report.http_flat_out));
+    row(&format!("HTTP, {} clients, half load", report.http_clients), http(&report.http_half_load));
+    row("rebuild", format!("{:.0} events/s", report.rebuild_events_per_s));
+    let latency = |l: &Latency| format!("p50 {:.3} ms, p99 {:.3} ms", l.p50_ms, l.p99_ms);
+    row("member history", latency(&report.history));
+    row("roster now (largest branch)", latency(&report.roster_now));
+    row("roster a year ago", latency(&report.roster_year_ago));
+    row("flows for a quarter by region", latency(&report.flows_quarter_by_region));
+    row("disk", format!("{:.0} bytes/event", report.disk_bytes_per_event));
+    row("peak memory (VmHWM)", format!("{:.0} MiB", report.peak_memory_mib));
+    let mut text = format!("| measure | flowbook |\n|---|---|\n{out}");
+    if let Some(pg) = &report.postgres {
+        text.push_str(&crate::bench_postgres::table(report, pg));
+    }
+    text
+}

@@ -1,0 +1,326 @@
+//! The peer of `flowbook bench`: the same events in PostgreSQL, in the layout a typical
+//! PostgreSQL event store uses (Marten, postgres-es and most in-house stores) — one `events`
+//! table, `unique (stream, version)`, JSONB data, `synchronous_commit = on` — appended in
+//! transactions of 1,000 by 1 and 4 clients and one event per commit by 64 clients, and the
+//! comparable read: one stream's events in order.
+//!
+//! The bench connects to a server it is given (`--postgres "host=127.0.0.1 port=… user=…"`);
+//! `scripts/bench-vs-postgres.sh` makes a throwaway one.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use postgres::{Client, NoTls};
+use rand::seq::IndexedRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use crate::bench::{Latency, Report, Throughput, BATCH_APPENDERS, BATCH_EVENTS};
+use flowbook_store::Envelope;
+
+#[derive(Debug, Default, Serialize)]
+pub struct PostgresReport {
+    pub version: String,
+    pub synchronous_commit: String,
+    pub append_batched_1_per_s: f64,
+    pub append_batched_4_per_s: f64,
+    pub single_commits: Throughput,
+    pub history: Latency,
+    pub disk_bytes_per_event: f64,
+}
+
+/// One event as a row: what every client sends.
+#[derive(Clone)]
+struct Row {
+    event_id: uuid::Uuid,
+    stream: String,
+    version: i64,
+    event_type: String,
+    effective_at: DateTime<Utc>,
+    actor: String,
+    data: serde_json::Value,
+}
+
+type Param<'a> = &'a (dyn postgres::types::ToSql + Sync);
+
+impl Row {
+    /// The row's values, in the order of [`insert_statement`]'s columns.
+    fn params(&self) -> [Param<'_>; 7] {
+        [
+            &self.event_id,
+            &self.stream,
+            &self.version,
+            &self.event_type,
+            &self.effective_at,
+            &self.actor,
+            &self.data,
+        ]
+    }
+
+    fn copy_of(event: &Envelope, round: u64) -> Row {
+        let copy = crate::bench::copy_of(event, round);
+        Row {
+            event_id: copy.event_id,
+            stream: copy.stream,
+            version: event.version as i64,
+            event_type: copy.event_type,
+            effective_at: copy.effective_at,
+            actor: copy.actor,
+            data: serde_json::from_str(copy.data.get()).unwrap_or(serde_json::Value::Null),
+        }
+    }
+}
+
+const SCHEMA: &str = "
+    DROP TABLE IF EXISTS events;
+    CREATE TABLE events (
+        position     bigserial PRIMARY KEY,
+        event_id     uuid NOT NULL,
+        stream       text NOT NULL,
+        version      bigint NOT NULL,
+        type         text NOT NULL,
+        effective_at timestamptz NOT NULL,
+        recorded_at  timestamptz NOT NULL DEFAULT now(),
+        actor        text NOT NULL,
+        data         jsonb NOT NULL,
+        UNIQUE (stream, version)
+    );";
+
+/// `INSERT … VALUES (…), (…), …` for `rows` rows of 7 parameters.
+fn insert_statement(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO events (event_id, stream, version, type, effective_at, actor, data) VALUES ",
+    );
+    for row in 0..rows {
+        let base = row * 7;
+        if row > 0 {
+            sql.push(',');
+        }
+        sql.push_str(&format!(
+            "(${},${},${},${},${},${},${})",
+            base + 1,
+            base + 2,
+            base + 3,
+            base + 4,
+            base + 5,
+            base + 6,
+            base + 7
+        ));
+    }
+    sql
+}
+
+fn connect(url: &str) -> Result<Client, String> {
+    Client::connect(url, NoTls).map_err(|e| format!("cannot connect to PostgreSQL ({url}): {e}"))
+}
+
+/// Inserts `rows` in one transaction.
+fn insert(client: &mut Client, statement: &postgres::Statement, rows: &[Row]) -> Result<(), String> {
+    let params: Vec<Param<'_>> = rows.iter().flat_map(Row::params).collect();
+    let mut transaction = client.transaction().map_err(|e| e.to_string())?;
+    transaction.execute(statement, &params).map_err(|e| e.to_string())?;
+    transaction.commit().map_err(|e| e.to_string())
+}
+
+fn append_batched(
+    url: &str,
+    events: &Arc<Vec<Envelope>>,
+    clients: usize,
+    seconds: f64,
+) -> Result<f64, String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let appended = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..clients)
+        .map(|worker| {
+            let (url, stop, appended, events) =
+                (url.to_owned(), Arc::clone(&stop), Arc::clone(&appended), Arc::clone(events));
+            std::thread::spawn(move || -> Result<(), String> {
+                let mut client = connect(&url)?;
+                let full = client.prepare(&insert_statement(BATCH_EVENTS)).map_err(|e| e.to_string())?;
+                // Rounds far from flowbook's so the runs with 1 and 4 clients never collide.
+                let mut round = 1_000_000 * (clients as u64) + 1 + worker as u64;
+                while !stop.load(Ordering::Relaxed) {
+                    for batch in events.chunks(BATCH_EVENTS) {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let rows: Vec<Row> = batch.iter().map(|event| Row::copy_of(event, round)).collect();
+                        if rows.len() == BATCH_EVENTS {
+                            insert(&mut client, &full, &rows)?;
+                        } else {
+                            let tail =
+                                client.prepare(&insert_statement(rows.len())).map_err(|e| e.to_string())?;
+                            insert(&mut client, &tail, &rows)?;
+                        }
+                        appended.fetch_add(rows.len() as u64, Ordering::Relaxed);
+                    }
+                    round += clients as u64;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs_f64(seconds));
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        worker.join().map_err(|_| "a PostgreSQL client panicked".to_owned())??;
+    }
+    Ok(appended.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Each of `clients` connections commits one event at a time on a stream of its own.
+fn single_commits(
+    url: &str,
+    events: &Arc<Vec<Envelope>>,
+    clients: usize,
+    seconds: f64,
+) -> Result<Throughput, String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..clients)
+        .map(|worker| {
+            let (url, stop, events) = (url.to_owned(), Arc::clone(&stop), Arc::clone(events));
+            std::thread::spawn(move || -> Result<Vec<f64>, String> {
+                let mut client = connect(&url)?;
+                let statement = client.prepare(&insert_statement(1)).map_err(|e| e.to_string())?;
+                let mut latencies = Vec::new();
+                let mut version = 0i64;
+                for event in events.iter().cycle() {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    version += 1;
+                    let mut row = Row::copy_of(event, 0);
+                    row.stream = format!("single/{worker}");
+                    row.version = version;
+                    let sent = Instant::now();
+                    // Autocommit: one durable commit per event.
+                    client.execute(&statement, &row.params()).map_err(|e| e.to_string())?;
+                    latencies.push(sent.elapsed().as_secs_f64() * 1e3);
+                }
+                Ok(latencies)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs_f64(seconds));
+    stop.store(true, Ordering::Relaxed);
+    let mut latencies = Vec::new();
+    for worker in workers {
+        latencies.extend(worker.join().map_err(|_| "a PostgreSQL client panicked".to_owned())??);
+    }
+    Ok(Throughput {
+        per_s: latencies.len() as f64 / started.elapsed().as_secs_f64(),
+        latency: Latency::of(latencies),
+    })
+}
+
+/// Runs the peer's workloads on the same events.
+pub fn run(
+    url: &str,
+    events: &Arc<Vec<Envelope>>,
+    clients: usize,
+    seconds: f64,
+    seed: u64,
+) -> Result<PostgresReport, String> {
+    let mut client = connect(url)?;
+    client.batch_execute(SCHEMA).map_err(|e| e.to_string())?;
+    let one = |client: &mut Client, sql: &str| -> Result<String, String> {
+        let row = client.query_one(sql, &[]).map_err(|e| e.to_string())?;
+        Ok(row.get::<_, String>(0))
+    };
+    let mut report = PostgresReport {
+        version: one(&mut client, "SHOW server_version")?,
+        synchronous_commit: one(&mut client, "SHOW synchronous_commit")?,
+        ..PostgresReport::default()
+    };
+    if report.synchronous_commit != "on" {
+        return Err(format!(
+            "synchronous_commit is {}, not on: commits would not be durable",
+            report.synchronous_commit
+        ));
+    }
+    report.append_batched_1_per_s = append_batched(url, events, 1, seconds)?;
+    report.append_batched_4_per_s = append_batched(url, events, BATCH_APPENDERS, seconds)?;
+    report.single_commits = single_commits(url, events, clients, seconds)?;
+
+    // The comparable read: one member's stream, in order, from the batched rounds.
+    let streams: Vec<String> = client
+        .query("SELECT DISTINCT stream FROM events WHERE stream LIKE 'member/%' LIMIT 10000", &[])
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map(|row| row.get::<_, String>(0))
+        .collect();
+    let read = client
+        .prepare("SELECT position, event_id, stream, version, type, effective_at, recorded_at, actor, data FROM events WHERE stream = $1 ORDER BY version")
+        .map_err(|e| e.to_string())?;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut latencies = Vec::new();
+    for _ in 0..1_000 {
+        let Some(stream) = streams.choose(&mut rng) else { break };
+        let started = Instant::now();
+        client.query(&read, &[stream]).map_err(|e| e.to_string())?;
+        latencies.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    report.history = Latency::of(latencies);
+    client.batch_execute("VACUUM ANALYZE events").map_err(|e| e.to_string())?;
+    let sizes = client
+        .query_one("SELECT pg_total_relation_size('events')::float8, count(*)::float8 FROM events", &[])
+        .map_err(|e| e.to_string())?;
+    report.disk_bytes_per_event = sizes.get::<_, f64>(0) / sizes.get::<_, f64>(1).max(1.0);
+    Ok(report)
+}
+
+/// The side-by-side rows, with the ratios the issue sets targets on.
+pub fn table(flowbook: &Report, pg: &PostgresReport) -> String {
+    let ratio = |ours: f64, theirs: f64| if theirs > 0.0 { ours / theirs } else { f64::NAN };
+    let mut out = String::new();
+    out.push_str(&format!(
+        "\n| PostgreSQL {} (synchronous_commit = {}) | PostgreSQL | flowbook | ratio |\n|---|---|---|---|\n",
+        pg.version, pg.synchronous_commit
+    ));
+    let mut row = |what: &str, theirs: String, ours: String, ratio: f64| {
+        out.push_str(&format!("| {what} | {theirs} | {ours} | {ratio:.2}× |\n"));
+    };
+    row(
+        "batched append, 1 client (events/s)",
+        format!("{:.0}", pg.append_batched_1_per_s),
+        format!("{:.0}", flowbook.append_batched_1_per_s),
+        ratio(flowbook.append_batched_1_per_s, pg.append_batched_1_per_s),
+    );
+    row(
+        "batched append, 4 clients (events/s)",
+        format!("{:.0}", pg.append_batched_4_per_s),
+        format!("{:.0}", flowbook.append_batched_4_per_s),
+        ratio(flowbook.append_batched_4_per_s, pg.append_batched_4_per_s),
+    );
+    row(
+        "single-event commits vs HTTP commands, 64 clients (/s)",
+        format!("{:.0} (p99 {:.1} ms)", pg.single_commits.per_s, pg.single_commits.latency.p99_ms),
+        format!("{:.0} (p99 {:.1} ms)", flowbook.http_flat_out.per_s, flowbook.http_flat_out.latency.p99_ms),
+        ratio(flowbook.http_flat_out.per_s, pg.single_commits.per_s),
+    );
+    row(
+        "one stream's events, p99 (ms)",
+        format!("{:.3}", pg.history.p99_ms),
+        format!("{:.3}", flowbook.history.p99_ms),
+        ratio(pg.history.p99_ms, flowbook.history.p99_ms),
+    );
+    row(
+        "disk bytes per event (lower is better; ratio = theirs / ours)",
+        format!("{:.0}", pg.disk_bytes_per_event),
+        format!("{:.0}", flowbook.disk_bytes_per_event),
+        ratio(pg.disk_bytes_per_event, flowbook.disk_bytes_per_event),
+    );
+    out.push_str(&format!(
+        "| flowbook batched append (4) against the physical bound | | {:.0} of {:.0} | {:.0} % |\n",
+        flowbook.append_batched_4_per_s.max(flowbook.append_batched_1_per_s),
+        flowbook.physical_bound_per_s,
+        100.0 * flowbook.append_batched_4_per_s.max(flowbook.append_batched_1_per_s)
+            / flowbook.physical_bound_per_s.max(1.0)
+    ));
+    out
+}
