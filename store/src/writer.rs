@@ -2,14 +2,23 @@
 //!
 //! It takes every append queued since its last commit, checks each request in order against the
 //! log as it will stand after the requests before it (so two appends in one commit see each other),
-//! stages the accepted ones into one sled batch, makes that batch durable, and only then answers.
+//! stages the accepted ones into one sled batch and applies it. A second thread, the syncer, then
+//! makes the commit durable, publishes it (stream heads, the committed head) and only then answers.
+//!
+//! The two overlap: while the syncer waits for the disk on commit N, the writer stages commit
+//! N+1. At most one commit is in flight — the writer hands N+1 over only once the syncer has
+//! finished N — so the writer needs to remember only N's stream heads, which readers cannot see
+//! yet. Readers see nothing of a commit before it is durable: every read is bounded by the
+//! committed head, which only the syncer advances. If a sync fails the log is poisoned, and every
+//! commit after it, already applied or not, is answered with an error.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use tokio::sync::{mpsc, oneshot};
@@ -121,18 +130,44 @@ impl DurableFiles {
     }
 }
 
+/// Set after a storage error or when the log was found damaged at open: the state on disk is no
+/// longer known to match ours, so every later append is refused.
+type Poison = Arc<Mutex<Option<String>>>;
+
+fn poison_reason(poison: &Poison) -> Option<String> {
+    poison.lock().expect("poison lock").clone()
+}
+
 pub(crate) struct Writer {
+    shared: Arc<Shared>,
+    /// Where the log ends once every commit handed to the syncer is durable.
+    head: HeadState,
+    clock: Clock,
+    /// The stream heads of the commit in flight (applied, not yet published).
+    in_flight_heads: HashMap<String, Head>,
+    poison: Poison,
+    syncer: Option<Syncer>,
+}
+
+/// A commit applied to the tree, on its way to being durable and answered.
+struct Flight {
+    applied: Result<()>,
+    head: HeadState,
+    stream_heads: HashMap<String, Head>,
+    writes: usize,
+    staged: Vec<Staged>,
+    replies: Vec<oneshot::Sender<Result<Appended>>>,
+}
+
+/// Makes commits durable, publishes them and answers, in the order the writer applied them.
+struct Syncer {
     db: sled::Db,
     dir: PathBuf,
     shared: Arc<Shared>,
     files: DurableFiles,
-    head: HeadState,
-    clock: Clock,
-    /// Events appended since the last heads snapshot.
+    poison: Poison,
+    /// Events published since the last heads snapshot.
     since_snapshot: u64,
-    /// Set after a storage error or when the log was found damaged at open: the state on disk is
-    /// no longer known to match ours, so every later append is refused.
-    poisoned: Option<String>,
 }
 
 /// What one request in a commit comes to, before the commit is durable.
@@ -163,19 +198,38 @@ impl Writer {
         clock: Clock,
         damage: Option<String>,
     ) -> Result<Writer> {
-        Ok(Writer {
+        let poison: Poison =
+            Arc::new(Mutex::new(damage.map(|damage| format!("the log is damaged ({damage}); run verify"))));
+        let syncer = Syncer {
             files: DurableFiles::open(dir)?,
             db,
             dir: dir.to_path_buf(),
-            shared,
-            head,
-            clock,
+            shared: Arc::clone(&shared),
+            poison: Arc::clone(&poison),
             since_snapshot: 0,
-            poisoned: damage.map(|damage| format!("the log is damaged ({damage}); run verify")),
-        })
+        };
+        Ok(Writer { shared, head, clock, in_flight_heads: HashMap::new(), poison, syncer: Some(syncer) })
     }
 
     pub fn run(mut self, mut queue: mpsc::Receiver<Job>) {
+        // A rendezvous: handing commit N+1 over waits until the syncer has finished commit N.
+        let (flights, to_sync) = sync_channel::<Flight>(0);
+        let syncer = self.syncer.take().expect("the syncer starts once");
+        let syncing =
+            std::thread::Builder::new().name("flowbook-log-sync".into()).spawn(move || syncer.run(to_sync));
+        let syncing = match syncing {
+            Ok(handle) => handle,
+            Err(error) => {
+                *self.poison.lock().expect("poison lock") = Some(format!("cannot start the syncer: {error}"));
+                // Answer everything with the poison, synchronously.
+                while let Some(job) = queue.blocking_recv() {
+                    let _ = job
+                        .reply
+                        .send(Err(StoreError::Poisoned(poison_reason(&self.poison).unwrap_or_default())));
+                }
+                return;
+            }
+        };
         while let Some(first) = queue.blocking_recv() {
             let mut events = first.request.events.len();
             let mut jobs = vec![first];
@@ -188,36 +242,31 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.commit(jobs);
-            if self.since_snapshot >= HEADS_SNAPSHOT_EVERY_EVENTS {
-                self.snapshot_heads();
+            let flight = self.commit(jobs);
+            if flights.send(flight).is_err() {
+                break; // the syncer is gone: it panicked; its callers see their answers dropped
             }
         }
-        if self.since_snapshot > 0 {
-            self.snapshot_heads();
-        }
-        let _ = self.db.flush();
+        drop(flights);
+        let _ = syncing.join();
     }
 
-    /// Writes the heads snapshot. A failure costs only a longer replay at the next open, so it is
-    /// reported and the log carries on.
-    fn snapshot_heads(&mut self) {
-        if self.poisoned.is_some() {
-            return;
-        }
-        let heads = self.shared.heads.read().expect("heads lock");
-        match heads::write_snapshot(&self.dir, self.head.next_position - 1, &heads) {
-            Ok(()) => self.since_snapshot = 0,
-            Err(error) => eprintln!("flowbook-store: could not write the heads snapshot: {error}"),
-        }
-    }
-
-    fn commit(&mut self, jobs: Vec<Job>) {
-        if let Some(reason) = &self.poisoned {
+    /// Stages a commit and applies it to the tree; the syncer makes it durable.
+    fn commit(&mut self, jobs: Vec<Job>) -> Flight {
+        let mut flight = Flight {
+            applied: Ok(()),
+            head: self.head.clone(),
+            stream_heads: HashMap::new(),
+            writes: 0,
+            staged: Vec::with_capacity(jobs.len()),
+            replies: Vec::with_capacity(jobs.len()),
+        };
+        if let Some(reason) = poison_reason(&self.poison) {
             for job in jobs {
-                let _ = job.reply.send(Err(StoreError::Poisoned(reason.clone())));
+                flight.staged.push(Staged::Failed(StoreError::Poisoned(reason.clone())));
+                flight.replies.push(job.reply);
             }
-            return;
+            return flight;
         }
         // One recorded_at per commit, never before the last one (the clock may step back).
         // Microseconds: finer digits are noise in an audit trail.
@@ -232,17 +281,13 @@ impl Writer {
             idempotency: Vec::new(),
             writes: 0,
         };
-        let mut staged = Vec::with_capacity(jobs.len());
-        let mut replies = Vec::with_capacity(jobs.len());
         for (index, job) in jobs.into_iter().enumerate() {
             let outcome =
                 self.stage(job.request, index, recorded_at, &mut pending).unwrap_or_else(Staged::Failed);
-            staged.push(outcome);
-            replies.push(job.reply);
+            flight.staged.push(outcome);
+            flight.replies.push(job.reply);
         }
-        let durable = if pending.writes == 0 {
-            Ok(())
-        } else {
+        if pending.writes > 0 {
             let mut batch = sled::Batch::default();
             for (first, chunk) in pending.chunks.finish() {
                 batch.insert(&keys::event_key(first), chunk);
@@ -250,47 +295,19 @@ impl Writer {
             for (key, seen) in pending.idempotency {
                 batch.insert(key, &seen[..]);
             }
-            self.write_durably(batch)
-        };
-        if let Err(error) = &durable {
-            self.poisoned = Some(error.to_string());
-        } else {
-            self.since_snapshot += pending.writes as u64;
-            self.head = pending.head;
-            let mut heads = self.shared.heads.write().expect("heads lock");
-            for (stream, head) in pending.stream_heads {
-                heads.insert(stream.into_boxed_str(), head);
+            flight.applied = self.shared.tree.apply_batch(batch).map_err(StoreError::from);
+        }
+        match &flight.applied {
+            Err(error) => *self.poison.lock().expect("poison lock") = Some(error.to_string()),
+            Ok(()) => {
+                self.head = pending.head.clone();
+                self.in_flight_heads = pending.stream_heads.clone();
             }
-            drop(heads);
-            let committed = self.head.next_position - 1;
-            self.shared.committed_head.store(committed, Ordering::Release);
-            self.shared.head_watch.send_replace(committed);
         }
-        // Replays of a request written in this same commit get a copy of its events; nothing else
-        // is copied.
-        let replayed_in_commit: HashMap<usize, Vec<Envelope>> = staged
-            .iter()
-            .filter_map(|outcome| match outcome {
-                Staged::ReplayOfPending(first) => match &staged[*first] {
-                    Staged::Written(events) => Some((*first, events.clone())),
-                    _ => None,
-                },
-                _ => None,
-            })
-            .collect();
-        for (reply, outcome) in replies.into_iter().zip(staged) {
-            let answer = match (outcome, &durable) {
-                (Staged::Failed(error), _) => Err(error),
-                (_, Err(error)) => Err(StoreError::Io(error.to_string())),
-                (Staged::Written(events), Ok(())) => Ok(Appended::Written(events)),
-                (Staged::Replayed(events), Ok(())) => Ok(Appended::Replayed(events)),
-                (Staged::ReplayOfPending(first), Ok(())) => {
-                    Ok(Appended::Replayed(replayed_in_commit.get(&first).cloned().unwrap_or_default()))
-                }
-            };
-            // A caller that gave up waiting is not an error of the log.
-            let _ = reply.send(answer);
-        }
+        flight.head = pending.head;
+        flight.stream_heads = pending.stream_heads;
+        flight.writes = pending.writes;
+        flight
     }
 
     /// Checks one request against the pending state and stages its writes. Every check happens
@@ -370,16 +387,100 @@ impl Writer {
 
     /// A stream's head as it will stand after the requests staged so far.
     fn stream_head(&self, stream: &str, pending: &Pending) -> Head {
-        if let Some(head) = pending.stream_heads.get(stream) {
+        if let Some(head) = pending.stream_heads.get(stream).or_else(|| self.in_flight_heads.get(stream)) {
             return *head;
         }
         let heads = self.shared.heads.read().expect("heads lock");
         heads.get(stream).copied().unwrap_or(Head { version: 0, position: 0 })
     }
+}
 
-    fn write_durably(&mut self, batch: sled::Batch) -> Result<()> {
-        self.shared.tree.apply_batch(batch)?;
-        self.db.flush()?;
-        self.files.sync()
+impl Syncer {
+    fn run(mut self, flights: Receiver<Flight>) {
+        for flight in flights {
+            self.finish(flight);
+            if self.since_snapshot >= HEADS_SNAPSHOT_EVERY_EVENTS {
+                self.snapshot_heads();
+            }
+        }
+        if self.since_snapshot > 0 {
+            self.snapshot_heads();
+        }
+        let _ = self.db.flush();
+    }
+
+    /// Makes one commit durable, publishes it and answers its callers.
+    fn finish(&mut self, flight: Flight) {
+        let durable = match (poison_reason(&self.poison), flight.applied) {
+            (Some(reason), _) => Err(StoreError::Poisoned(reason)),
+            (None, Err(error)) => Err(error),
+            (None, Ok(())) if flight.writes == 0 => Ok(()),
+            (None, Ok(())) => self.db.flush().map_err(StoreError::from).and_then(|_| self.files.sync()),
+        };
+        match &durable {
+            Err(error) => {
+                let mut poison = self.poison.lock().expect("poison lock");
+                if poison.is_none() {
+                    *poison = Some(error.to_string());
+                }
+            }
+            Ok(()) if flight.writes > 0 => {
+                self.since_snapshot += flight.writes as u64;
+                let committed = flight.head.next_position - 1;
+                let mut heads = self.shared.heads.write().expect("heads lock");
+                for (stream, head) in flight.stream_heads {
+                    heads.insert(stream.into_boxed_str(), head);
+                }
+                // Under the heads lock, so that a snapshot sees heads and position together.
+                self.shared.committed_head.store(committed, Ordering::Release);
+                drop(heads);
+                self.shared.head_watch.send_replace(committed);
+            }
+            Ok(()) => {}
+        }
+        answer(flight.staged, flight.replies, durable);
+    }
+
+    /// Writes the heads snapshot. A failure costs only a longer replay at the next open, so it is
+    /// reported and the log carries on.
+    fn snapshot_heads(&mut self) {
+        if self.poison.lock().expect("poison lock").is_some() {
+            return;
+        }
+        let heads = self.shared.heads.read().expect("heads lock");
+        let committed = self.shared.committed_head.load(Ordering::Acquire);
+        match heads::write_snapshot(&self.dir, committed, &heads) {
+            Ok(()) => self.since_snapshot = 0,
+            Err(error) => eprintln!("flowbook-store: could not write the heads snapshot: {error}"),
+        }
+    }
+}
+
+/// Answers every caller of a commit. Replays of a request written in the same commit get a copy
+/// of its events; nothing else is copied.
+fn answer(staged: Vec<Staged>, replies: Vec<oneshot::Sender<Result<Appended>>>, durable: Result<()>) {
+    let replayed_in_commit: HashMap<usize, Vec<Envelope>> = staged
+        .iter()
+        .filter_map(|outcome| match outcome {
+            Staged::ReplayOfPending(first) => match &staged[*first] {
+                Staged::Written(events) => Some((*first, events.clone())),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    for (reply, outcome) in replies.into_iter().zip(staged) {
+        let answer = match (outcome, &durable) {
+            (Staged::Failed(error), _) => Err(error),
+            (_, Err(StoreError::Poisoned(reason))) => Err(StoreError::Poisoned(reason.clone())),
+            (_, Err(error)) => Err(StoreError::Io(error.to_string())),
+            (Staged::Written(events), Ok(())) => Ok(Appended::Written(events)),
+            (Staged::Replayed(events), Ok(())) => Ok(Appended::Replayed(events)),
+            (Staged::ReplayOfPending(first), Ok(())) => {
+                Ok(Appended::Replayed(replayed_in_commit.get(&first).cloned().unwrap_or_default()))
+            }
+        };
+        // A caller that gave up waiting is not an error of the log.
+        let _ = reply.send(answer);
     }
 }
