@@ -9,7 +9,9 @@
 //! general, so a retraction refolds that one member from its stream (a few dozen events); the
 //! caller supplies the stream, which keeps this crate free of storage.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
+
+use foldhash::HashMap;
 
 use chrono::{DateTime, Utc};
 

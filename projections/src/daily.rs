@@ -6,7 +6,9 @@
 //! origin-destination pairs, while the same quarter by region holds a few hundred: summing
 //! regions is what keeps the district's quarterly report fast.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::{HashMap, HashMapExt};
 use std::hash::Hash;
 
 use chrono::{DateTime, Utc};

@@ -11,7 +11,9 @@
 //!   replayed. Each member keeps an undo log of the facts its live events created; only the latest
 //!   live event can be retracted, so a retraction pops exactly its own entries.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use foldhash::HashMap;
 
 use chrono::{DateTime, Utc};
 use flowbook_core::{

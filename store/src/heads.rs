@@ -8,7 +8,7 @@
 //!
 //! Memory: about 100 bytes per stream (a member or a branch).
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;

@@ -52,6 +52,14 @@ pub struct NewEvent {
     pub data: Box<RawValue>,
 }
 
+/// Lower-case hex of a chain hash (into one allocation: `hex::encode` goes char by char, which
+/// showed up when appending).
+pub(crate) fn hash_hex(hash: &[u8; 32]) -> String {
+    let mut text = [0u8; 64];
+    hex::encode_to_slice(hash, &mut text).expect("64 hex digits for 32 bytes");
+    String::from_utf8(text.to_vec()).expect("hex digits are ASCII")
+}
+
 /// An event as stored and served: the envelope of API.md.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -335,7 +343,7 @@ impl Record<'_> {
             recorded_at: owned.recorded_at,
             actor: owned.actor,
             data: owned.data,
-            hash: hex::encode(self.hash),
+            hash: hash_hex(&self.hash),
         })
     }
 

@@ -137,7 +137,7 @@ impl Store {
             }
             Err(error) => {
                 damage.get_or_insert(error.to_string());
-                HeadMap::new()
+                <HeadMap as foldhash::HashMapExt>::new()
             }
         };
         let (head_watch, _) = watch::channel(committed);

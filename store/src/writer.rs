@@ -12,7 +12,9 @@
 //! committed head, which only the syncer advances. If a sync fails the log is poisoned, and every
 //! commit after it, already applied or not, is answered with an error.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+
+use foldhash::{HashMap, HashMapExt};
 use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -371,7 +373,7 @@ impl Writer {
                 recorded_at,
                 actor: event.actor,
                 data: event.data,
-                hash: hex::encode(hash),
+                hash: crate::record::hash_hex(&hash),
             });
             pending.head.next_position += 1;
             pending.head.last_hash = hash;
