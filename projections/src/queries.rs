@@ -13,7 +13,7 @@ use flowbook_core::{
 };
 use serde::Serialize;
 
-use crate::daily::{day_of, start_of, Counts, Day, Destination};
+use crate::daily::{Buckets, Counts, Day, Destination, DAYS, MONTHS};
 use crate::engine::{
     visiting_branch, MemberFacts, PocketKind, Projections, Relation, TransferRow, TransferState,
 };
@@ -343,12 +343,17 @@ impl Projections {
         let at = At::new(None, known_at);
         let daily = &self.daily_flows;
         match by {
-            FlowGrouping::Branch => {
-                self.flows_by(&daily.by_branch, from, to, &at, |branch| branch, |branch| branch.to_string())
-            }
+            FlowGrouping::Branch => self.flows_by(
+                (&daily.by_branch, MONTHS),
+                from,
+                to,
+                &at,
+                |branch| branch,
+                |branch| branch.to_string(),
+            ),
             FlowGrouping::Region => {
                 let region = |branch| daily.regions.of(branch).expect("every flow's branches have a region");
-                self.flows_by(&daily.by_region, from, to, &at, region, |index| {
+                self.flows_by((&daily.by_region, DAYS), from, to, &at, region, |index| {
                     daily.regions.name(index).to_owned()
                 })
             }
@@ -356,11 +361,11 @@ impl Projections {
     }
 
     /// Flows in `[from, to)` counted under `key(branch)`, rows and matrix named by `name(key)`.
-    /// Whole days come from the daily counts; the partial days at the edges, and any `known_at`
+    /// Whole buckets (days or months) come from the counts; the partial buckets at the edges, and any `known_at`
     /// view, from the records.
     fn flows_by<K: Copy + Eq + std::hash::Hash>(
         &self,
-        daily: &BTreeMap<i64, Day<K>>,
+        (counts, buckets): (&BTreeMap<i64, Day<K>>, Buckets),
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         at: &At,
@@ -373,16 +378,16 @@ impl Projections {
                 total.add(&record.kind, 1, key);
             }
         };
-        let first_whole = day_of(from) + i64::from(start_of(day_of(from)) < from);
-        let end_whole = day_of(to);
+        let first_whole = (buckets.of)(from) + i64::from((buckets.start)((buckets.of)(from)) < from);
+        let end_whole = (buckets.of)(to);
         if at.known_at.is_some() || first_whole >= end_whole {
             walk(&mut total, from, to);
         } else {
-            walk(&mut total, from, start_of(first_whole));
-            for day in daily.range(first_whole..end_whole).map(|(_, day)| day) {
+            walk(&mut total, from, (buckets.start)(first_whole));
+            for day in counts.range(first_whole..end_whole).map(|(_, day)| day) {
                 total.merge(day);
             }
-            walk(&mut total, start_of(end_whole), to);
+            walk(&mut total, (buckets.start)(end_whole), to);
         }
         let mut rows: Vec<FlowRow> = total
             .per_key

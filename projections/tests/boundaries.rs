@@ -437,3 +437,60 @@ fn names_are_found_by_any_chinese_substring_or_by_id() {
     assert!(names("李").is_empty());
     assert_eq!(names(&member(3).to_string()), ["王小明"]);
 }
+
+#[test]
+fn flows_over_any_period_count_exactly_the_flows_inside_it_across_day_and_month_edges() {
+    let mut book = Book::new();
+    let instants: Vec<DateTime<Utc>> = [
+        "2026-01-31T23:30:00Z",
+        "2026-02-01T00:00:00Z",
+        "2026-02-01T00:30:00Z",
+        "2026-02-28T23:59:59Z",
+        "2026-03-01T00:00:00Z",
+        "2026-03-15T12:00:00Z",
+        "2026-04-01T00:00:00Z",
+        "2026-04-01T00:00:01Z",
+    ]
+    .iter()
+    .map(|t| t.parse().unwrap())
+    .collect();
+    book.now = "2026-05-01T00:00:00Z".parse().unwrap();
+    for (n, at) in instants.iter().enumerate() {
+        let m = 100 + n as u128;
+        let register = CommandBody::RegisterMember {
+            member_id: member(m),
+            name: format!("成员{m}"),
+            branch_id: branch(1),
+            status: MemberStatus::Full,
+        };
+        book.at(t0(), register);
+        let depart = CommandBody::Depart {
+            member_id: member(m),
+            destination_region: "广东省深圳市".into(),
+            destination_organization: None,
+            inflow_branch_id: None,
+            certificate_no: None,
+            expected_return: None,
+        };
+        book.at(*at, depart);
+    }
+    // Period edges: every instant, a second either side, and whole days and months around them.
+    let mut edges: Vec<DateTime<Utc>> = instants
+        .iter()
+        .flat_map(|at| [*at - TimeDelta::seconds(1), *at, *at + TimeDelta::seconds(1)])
+        .collect();
+    edges.extend(
+        ["2026-01-01T00:00:00Z", "2026-02-15T00:00:00Z", "2026-05-01T00:00:00Z"]
+            .map(|t| t.parse::<DateTime<Utc>>().unwrap()),
+    );
+    for from in &edges {
+        for to in &edges {
+            let expected = instants.iter().filter(|at| from <= *at && *at < to).count() as u64;
+            for by in [FlowGrouping::Branch, FlowGrouping::Region] {
+                let flows = book.projections.flows(*from, *to, by, None);
+                let counted: u64 = flows.rows.iter().map(|row| row.departures).sum();
+                assert_eq!(counted, expected, "departures in [{from}, {to}) by {by:?}");
+            }
+        }
+    }
+}
