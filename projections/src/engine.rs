@@ -358,18 +358,18 @@ impl Projections {
             };
             if let Some((branch, index)) = open.take() {
                 let list = self.intervals.get_mut(&branch).expect("open interval exists");
-                list[index as usize].ends.push(fact);
+                push_exact(&mut list[index as usize].ends, fact);
             }
             if let Some(branch) = now {
                 let list = self.intervals.entry(branch).or_default();
                 list.push(Interval { member, relation, start: fact, ends: Vec::new() });
                 let index = u32::try_from(list.len() - 1).expect("fewer than 2^32 intervals per branch");
                 *open = Some((branch, index));
-                facts.intervals.push((branch, index));
+                push_exact(&mut facts.intervals, (branch, index));
             }
         }
         if let Some(status) = after.status.filter(|status| before.status != Some(*status)) {
-            facts.statuses.push((fact, status));
+            push_exact(&mut facts.statuses, (fact, status));
         }
         let key = (fact.effective_at, fact.position);
         let flow = match data {
@@ -452,6 +452,14 @@ impl Projections {
             record.fact.retracted_at.get_or_insert(retracted_at);
         }
     }
+}
+
+/// Pushes without the spare room `Vec::push` leaves: a million members' short lists (an
+/// interval's ends, a member's statuses and intervals: one to three entries each) would otherwise
+/// each hold room for four.
+fn push_exact<T>(list: &mut Vec<T>, item: T) {
+    list.reserve_exact(1);
+    list.push(item);
 }
 
 fn open_slot(facts: &mut MemberFacts, relation: Relation) -> &mut Option<(BranchId, u32)> {
