@@ -151,10 +151,14 @@ pub struct Projections {
     pub(crate) branches: HashMap<BranchId, BranchFacts>,
     pub(crate) intervals: HashMap<BranchId, Vec<Interval>>,
     pub(crate) members: HashMap<MemberId, MemberFacts>,
-    pub(crate) transfers: HashMap<TransferId, TransferRow>,
+    /// Boxed: a hash table sizes its slots for up to twice its entries, and every letter ever
+    /// issued stays listed.
+    pub(crate) transfers: HashMap<TransferId, Box<TransferRow>>,
     pub(crate) mobile: BTreeSet<MemberId>,
     pub(crate) pocket: BTreeSet<MemberId>,
-    pub(crate) flows: BTreeMap<(DateTime<Utc>, u64), FlowRecord>,
+    /// Flow records by the day they took effect (in a B-tree keyed per record, each cost ~240
+    /// bytes; in a list per day, ~120).
+    pub(crate) flows: BTreeMap<i64, Vec<FlowRecord>>,
     /// The same flows counted per day and branch (latest knowledge), for period queries.
     pub(crate) daily_flows: crate::daily::Daily,
     pub(crate) pocket_records: BTreeMap<(DateTime<Utc>, u64), PocketRecord>,
@@ -309,7 +313,7 @@ impl Projections {
             if let Some(opened) = opened {
                 self.transfers.insert(
                     opened.transfer_id,
-                    TransferRow {
+                    Box::new(TransferRow {
                         transfer_id: opened.transfer_id,
                         member_id: member,
                         from_branch_id: opened.from_branch_id,
@@ -318,7 +322,7 @@ impl Projections {
                         state: TransferState::Open,
                         initiated_at: opened.initiated_at,
                         valid_until: opened.valid_until,
-                    },
+                    }),
                 );
             }
         }
@@ -395,7 +399,10 @@ impl Projections {
                 self.daily_flows.regions.assign(branch, &branch.to_string());
             }
             self.daily_flows.add(fact.effective_at, &kind, 1);
-            self.flows.insert(key, FlowRecord { fact, kind });
+            self.flows
+                .entry(crate::daily::day_of(fact.effective_at))
+                .or_default()
+                .push(FlowRecord { fact, kind });
         }
         let pocket = match data {
             EventData::PocketMemberDiscovered { source, .. } => Some(PocketKind::Discovered(*source)),
@@ -442,7 +449,9 @@ impl Projections {
             fact.retracted_at = Some(retracted_at);
         }
         let key = (effective_at, position);
-        if let Some(record) = self.flows.get_mut(&key) {
+        let day = self.flows.get_mut(&crate::daily::day_of(effective_at));
+        if let Some(record) = day.and_then(|records| records.iter_mut().find(|r| r.fact.position == position))
+        {
             if record.fact.retracted_at.is_none() {
                 record.fact.retracted_at = Some(retracted_at);
                 self.daily_flows.add(effective_at, &record.kind, -1);

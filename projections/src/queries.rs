@@ -13,9 +13,9 @@ use flowbook_core::{
 };
 use serde::Serialize;
 
-use crate::daily::{Buckets, Counts, Day, Destination, DAYS, MONTHS};
+use crate::daily::{day_of, Buckets, Counts, Day, Destination, DAYS, MONTHS};
 use crate::engine::{
-    visiting_branch, MemberFacts, PocketKind, Projections, Relation, TransferRow, TransferState,
+    visiting_branch, FlowRecord, MemberFacts, PocketKind, Projections, Relation, TransferRow, TransferState,
 };
 use crate::flags::{branch_flags, member_flags};
 use crate::time::At;
@@ -310,7 +310,7 @@ impl Projections {
             .transfers
             .values()
             .map(|row| {
-                let mut row = row.clone();
+                let mut row = TransferRow::clone(row);
                 if row.state == TransferState::Open && row.valid_until < now {
                     row.state = TransferState::Overdue;
                 }
@@ -374,7 +374,9 @@ impl Projections {
     ) -> Flows {
         let mut total = Day::default();
         let walk = |total: &mut Day<K>, from: DateTime<Utc>, to: DateTime<Utc>| {
-            for record in self.flows.range((from, 0)..(to, 0)).map(|(_, r)| r).filter(|r| r.fact.stands(at)) {
+            let records = self.flows.range(day_of(from)..=day_of(to)).flat_map(|(_, records)| records);
+            let in_period = |r: &&FlowRecord| from <= r.fact.effective_at && r.fact.effective_at < to;
+            for record in records.filter(in_period).filter(|r| r.fact.stands(at)) {
                 total.add(&record.kind, 1, key);
             }
         };
