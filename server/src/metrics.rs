@@ -1,9 +1,10 @@
 //! `/metrics`: Prometheus text. Requests by matched route and status, with latency histograms;
-//! the log's length and how far the read models trail it. Route labels come from the router's
+//! commands per write batch; the log's length and how far the read models trail it. Route labels come from the router's
 //! matched paths, so their number is bounded by the routes, not by what clients send.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -24,6 +25,47 @@ struct RouteStats {
     buckets: [u64; LATENCY_BUCKETS_SECONDS.len()],
 }
 
+/// Upper bounds of the batch-size histogram, in commands.
+const BATCH_BUCKETS: [u64; 10] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512];
+
+/// Commands decided per batch by the processor (each batch's appends share one durable flush):
+/// how well group commit is working.
+#[derive(Default)]
+pub struct BatchSizes {
+    /// Cumulative counts per bucket.
+    buckets: [AtomicU64; BATCH_BUCKETS.len()],
+    count: AtomicU64,
+    sum: AtomicU64,
+}
+
+impl BatchSizes {
+    pub fn record(&self, commands: usize) {
+        let commands = commands as u64;
+        for (bucket, bound) in self.buckets.iter().zip(BATCH_BUCKETS) {
+            if commands <= bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum.fetch_add(commands, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String) {
+        out.push_str("# HELP flowbook_write_batch_commands Commands decided per write batch (one durable flush each).\n# TYPE flowbook_write_batch_commands histogram\n");
+        for (bucket, bound) in self.buckets.iter().zip(BATCH_BUCKETS) {
+            let _ = writeln!(
+                out,
+                r#"flowbook_write_batch_commands_bucket{{le="{bound}"}} {}"#,
+                bucket.load(Ordering::Relaxed)
+            );
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, r#"flowbook_write_batch_commands_bucket{{le="+Inf"}} {count}"#);
+        let _ = writeln!(out, "flowbook_write_batch_commands_sum {}", self.sum.load(Ordering::Relaxed));
+        let _ = writeln!(out, "flowbook_write_batch_commands_count {count}");
+    }
+}
+
 #[derive(Default)]
 pub struct Metrics {
     requests: Mutex<BTreeMap<(String, String, u16), RouteStats>>,
@@ -42,7 +84,7 @@ impl Metrics {
         }
     }
 
-    pub fn render(&self, log_length: u64, projected: u64) -> String {
+    pub fn render(&self, log_length: u64, projected: u64, batches: &BatchSizes) -> String {
         let mut out = String::new();
         out.push_str("# HELP flowbook_http_requests_total HTTP requests by route and status.\n");
         out.push_str("# TYPE flowbook_http_request_duration_seconds histogram\n");
@@ -64,6 +106,7 @@ impl Metrics {
                 writeln!(out, "flowbook_http_request_duration_seconds_sum{{{labels}}} {}", stats.sum_seconds);
             let _ = writeln!(out, "flowbook_http_request_duration_seconds_count{{{labels}}} {}", stats.count);
         }
+        batches.render(&mut out);
         out.push_str("# HELP flowbook_log_events Events in the log (its last position).\n# TYPE flowbook_log_events gauge\n");
         let _ = writeln!(out, "flowbook_log_events {log_length}");
         out.push_str("# HELP flowbook_projection_position Last position applied to the read models.\n# TYPE flowbook_projection_position gauge\n");
@@ -90,6 +133,6 @@ pub async fn render(State(state): State<AppState>) -> ([(axum::http::HeaderName,
     let projected = state.live.read().position();
     (
         [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(log_length, projected),
+        state.metrics.render(log_length, projected, &state.processor.batch_sizes),
     )
 }

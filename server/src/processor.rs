@@ -56,6 +56,8 @@ enum Job {
 #[derive(Clone)]
 pub struct Processor {
     sender: mpsc::Sender<Job>,
+    /// Commands per batch, for `/metrics`.
+    pub batch_sizes: Arc<crate::metrics::BatchSizes>,
 }
 
 impl Processor {
@@ -63,12 +65,13 @@ impl Processor {
     pub fn start(live: Arc<Live>, config: RulesConfig) -> Result<Processor, ApiError> {
         let world = live.read().world().clone();
         let (sender, receiver) = mpsc::channel(QUEUE_COMMANDS_MAX);
-        let state = State { live, config, world };
+        let batch_sizes = Arc::new(crate::metrics::BatchSizes::default());
+        let state = State { live, config, world, batch_sizes: Arc::clone(&batch_sizes) };
         std::thread::Builder::new()
             .name("flowbook-processor".into())
             .spawn(move || state.run(receiver))
             .map_err(|error| ApiError::internal("starting the processor", error))?;
-        Ok(Processor { sender })
+        Ok(Processor { sender, batch_sizes })
     }
 
     pub async fn write(
@@ -117,6 +120,7 @@ struct State {
     live: Arc<Live>,
     config: RulesConfig,
     world: World,
+    batch_sizes: Arc<crate::metrics::BatchSizes>,
 }
 
 /// An append submitted to the log, and whom to answer.
@@ -137,6 +141,7 @@ impl State {
                     Err(_) => break,
                 }
             }
+            self.batch_sizes.record(jobs.len());
             self.batch(jobs);
         }
     }

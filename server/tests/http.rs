@@ -524,6 +524,10 @@ fn metrics_count_requests_by_route_and_show_the_log_and_the_lag() {
         r#"flowbook_http_request_duration_seconds_count{method="GET",route="/v1/branches/{id}",status="404"} 1"#,
         "flowbook_log_events 1",
         "flowbook_projection_lag_events 0",
+        // Both writes reached the processor (the rules refused the second), one at a time.
+        r#"flowbook_write_batch_commands_bucket{le="1"} 2"#,
+        "flowbook_write_batch_commands_count 2",
+        "flowbook_write_batch_commands_sum 2",
     ] {
         assert!(text.contains(line), "missing {line:?} in\n{text}");
     }
