@@ -438,8 +438,8 @@ impl Story<'_> {
         }
     }
 
-    /// Picks a member with a home, no open letter, not mobile and in contact (a few tries), and
-    /// writes what `write` makes of them.
+    /// Picks an active, verified member with a home, no open letter, not mobile and in contact
+    /// (a few tries), and writes what `write` makes of them.
     fn with_settled_member(
         &mut self,
         day: i64,
@@ -458,7 +458,9 @@ impl Story<'_> {
                     .world()
                     .member(member)
                     .filter(|m| {
+                        // Suspended members are left alone: no letters, travel or further changes.
                         !m.status.is_final()
+                            && m.status != MemberStatus::Suspended
                             && m.open_transfer.is_none()
                             && m.mobile.is_none()
                             && m.pocket.is_none()
