@@ -683,3 +683,75 @@ fn the_openapi_document_describes_every_route_and_the_docs_page_needs_no_network
         assert!(!page.contains(external), "the page loads nothing from elsewhere ({external})");
     }
 }
+
+/// Every read answer worth comparing on a store: the log, every projection's endpoints, a sample
+/// of members with their histories.
+fn every_read(server: &Server) -> Vec<(String, Value)> {
+    let mut paths: Vec<String> = vec![
+        "/v1/branches".into(),
+        "/v1/stats/mobile".into(),
+        "/v1/stats/pocket?from=2020-01-01&to=2030-01-01".into(),
+        "/v1/stats/flows?from=2024-01-01&to=2027-01-01&by=branch".into(),
+        "/v1/stats/flows?from=2025-03-01&to=2025-06-01&by=region".into(),
+        "/v1/members?q=王".into(),
+        "/v1/audit/verify".into(),
+    ];
+    for state in ["open", "overdue", "completed", "cancelled", "expired"] {
+        paths.push(format!("/v1/transfers?state={state}"));
+    }
+    let (_, branches) = server.get("/v1/branches");
+    for branch in branches["branches"].as_array().unwrap().iter().step_by(7) {
+        let id = branch["branch_id"].as_str().unwrap();
+        paths.push(format!("/v1/branches/{id}/roster"));
+        paths.push(format!("/v1/branches/{id}/roster?as_of=2025-06-30"));
+        paths.push(format!("/v1/branches/{id}/roster?as_of=2025-06-30&known_at=2025-01-01T00:00:00Z"));
+    }
+    let mut after = 0;
+    loop {
+        let (_, page) = server.get(&format!("/v1/events?after={after}&limit=10000"));
+        let events = page["events"].as_array().unwrap().clone();
+        let Some(last) = events.last() else { break };
+        after = last["position"].as_u64().unwrap();
+        for event in events.iter().filter(|e| e["position"].as_u64().unwrap() % 97 == 0) {
+            if let Some(member) = event["stream"].as_str().unwrap().strip_prefix("member/") {
+                paths.push(format!("/v1/members/{member}"));
+                paths.push(format!("/v1/members/{member}/history"));
+                paths.push(format!("/v1/members/{member}?as_of=2025-06-30"));
+            }
+        }
+        paths.push(format!("/v1/events?after={}&limit=10000", after - events.len() as u64));
+    }
+    paths
+        .into_iter()
+        .map(|path| {
+            let (status, answer) = server.get(&path);
+            assert_eq!(status, 200, "{path}: {answer}");
+            (path, answer)
+        })
+        .collect()
+}
+
+#[test]
+fn the_log_and_every_read_model_are_the_same_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_flowbook"))
+        .args(["demo", "--data", dir.path().to_str().unwrap(), "--members", "400", "--end", "2026-06-30"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let before = {
+        let server = Server::start(dir.path());
+        // A few writes through the server too, so the restart also covers what it appended.
+        let (_, branches) = server.get("/v1/branches");
+        let branch = branches["branches"][3]["branch_id"].as_str().unwrap().to_owned();
+        server.post("/v1/members", json!({"name": "重启测试", "branch_id": branch, "status": "full"}));
+        server.post("/v1/sweeps/expiry", json!({}));
+        every_read(&server)
+    };
+    assert!(before.len() > 100, "a real sample: {} answers", before.len());
+    let after = every_read(&Server::start(dir.path()));
+    assert_eq!(before.len(), after.len());
+    for ((path, was), (_, is)) in before.iter().zip(&after) {
+        assert_eq!(was, is, "{path} changed across the restart");
+    }
+}
