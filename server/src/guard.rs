@@ -29,6 +29,10 @@ pub const STREAMS_OPEN_MAX: u32 = 256;
 /// be appended; retry it with the same `Idempotency-Key`.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long an event stream's buffer may stay full, its client not reading, before the stream is
+/// cut off.
+pub const STREAM_STALL_SECONDS: u64 = 30;
+
 /// Characters of a client's own request id kept; a longer or non-printable one is replaced.
 pub const REQUEST_ID_CHARS_MAX: usize = 64;
 
@@ -43,21 +47,28 @@ pub struct Limits {
     streams: Arc<Semaphore>,
     requests_max: usize,
     streams_max: usize,
+    /// See [`STREAM_STALL_SECONDS`].
+    pub stream_stall: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Limits {
-        Limits::new(REQUESTS_IN_FLIGHT_MAX as usize, STREAMS_OPEN_MAX as usize)
+        Limits::new(
+            REQUESTS_IN_FLIGHT_MAX as usize,
+            STREAMS_OPEN_MAX as usize,
+            Duration::from_secs(STREAM_STALL_SECONDS),
+        )
     }
 }
 
 impl Limits {
-    pub fn new(requests: usize, streams: usize) -> Limits {
+    pub fn new(requests: usize, streams: usize, stream_stall: Duration) -> Limits {
         Limits {
             requests: Arc::new(Semaphore::new(requests)),
             streams: Arc::new(Semaphore::new(streams)),
             requests_max: requests,
             streams_max: streams,
+            stream_stall,
         }
     }
 

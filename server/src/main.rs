@@ -64,6 +64,9 @@ enum Command {
         /// Event streams (`/v1/events/stream`) open at once.
         #[arg(long, default_value_t = guard::STREAMS_OPEN_MAX, value_parser = clap::value_parser!(u32).range(1..=65_536))]
         max_streams: u32,
+        /// Seconds an event stream's client may stop reading before the stream is cut off.
+        #[arg(long, default_value_t = guard::STREAM_STALL_SECONDS, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        stream_stall_seconds: u64,
     },
     /// Manage access tokens.
     Token {
@@ -192,13 +195,14 @@ const EXIT_COULD_NOT_CHECK: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { data, addr, sweep_every, auth, max_requests, max_streams } => serve(
-            &data,
-            addr,
-            sweep_every,
-            auth.as_deref(),
-            guard::Limits::new(max_requests as usize, max_streams as usize),
-        ),
+        Command::Serve { data, addr, sweep_every, auth, max_requests, max_streams, stream_stall_seconds } => {
+            let limits = guard::Limits::new(
+                max_requests as usize,
+                max_streams as usize,
+                std::time::Duration::from_secs(stream_stall_seconds),
+            );
+            serve(&data, addr, sweep_every, auth.as_deref(), limits)
+        }
         Command::Token { command: TokenCommand::Add { auth, name, role, branches } } => {
             token_add(&auth, &name, &role, branches)
         }

@@ -223,6 +223,10 @@ pub struct StreamQuery {
 /// `/v1/events/stream`: the log as Server-Sent Events from `after` (or `Last-Event-ID`), then
 /// live. Each event's SSE id is its position, so a reconnecting client resumes with no gap and no
 /// duplicate.
+///
+/// A task reads the log ahead of the client into a buffer of [`STREAM_PAGE_EVENTS`]; when the
+/// client stops reading and the buffer stays full for the stall limit, the stream is cut off (the
+/// client resumes from its last id). A slow client costs at most that buffer and one page.
 pub async fn stream(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<StreamQuery>,
@@ -239,30 +243,40 @@ pub async fn stream(
     let after = resume.or(query.after).unwrap_or(0);
     // Held by the stream until it ends: an open stream counts against the streams' limit.
     let permit = state.limits.open_stream()?;
-    let tail = state.live.store().tail(after);
-    let events = futures_util::stream::unfold(
-        (tail, std::collections::VecDeque::new(), permit),
-        |(mut tail, mut buffered, permit): (
-            flowbook_store::Tail,
-            std::collections::VecDeque<flowbook_store::Envelope>,
-            tokio::sync::OwnedSemaphorePermit,
-        )| async move {
-            loop {
-                if let Some(envelope) = buffered.pop_front() {
-                    let event = Event::default()
-                        .id(envelope.position.to_string())
-                        .event("event")
-                        .json_data(&envelope)
-                        .unwrap_or_else(|_| Event::default().comment("unserialisable event"));
-                    return Some((Ok(event), (tail, buffered, permit)));
-                }
-                match tail.next_batch(STREAM_PAGE_EVENTS).await {
-                    Ok(batch) => buffered.extend(batch),
-                    // The log is closing (shutdown) or damaged: end the stream; the client resumes.
-                    Err(_) => return None,
+    let mut tail = state.live.store().tail(after);
+    let stall = state.limits.stream_stall;
+    let (sender, receiver) = tokio::sync::mpsc::channel::<flowbook_store::Envelope>(STREAM_PAGE_EVENTS);
+    tokio::spawn(async move {
+        loop {
+            let batch = tokio::select! {
+                batch = tail.next_batch(STREAM_PAGE_EVENTS) => batch,
+                () = sender.closed() => return, // the client went away
+            };
+            // The log is closing (shutdown) or damaged: end the stream; the client resumes.
+            let Ok(batch) = batch else { return };
+            for envelope in batch {
+                match tokio::time::timeout(stall, sender.send(envelope)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return,
+                    Err(_) => {
+                        tracing::info!(
+                            stalled_seconds = stall.as_secs(),
+                            "event stream cut off: the client stopped reading"
+                        );
+                        return;
+                    }
                 }
             }
-        },
-    );
+        }
+    });
+    let events = futures_util::stream::unfold((receiver, permit), |(mut receiver, permit)| async move {
+        let envelope = receiver.recv().await?;
+        let event = Event::default()
+            .id(envelope.position.to_string())
+            .event("event")
+            .json_data(&envelope)
+            .unwrap_or_else(|_| Event::default().comment("unserialisable event"));
+        Some((Ok(event), (receiver, permit)))
+    });
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }

@@ -755,3 +755,56 @@ fn the_log_and_every_read_model_are_the_same_after_a_restart() {
         assert_eq!(was, is, "{path} changed across the restart");
     }
 }
+
+#[test]
+fn an_event_stream_whose_client_stops_reading_is_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &["--stream-stall-seconds", "1"]);
+    // ~12 MB of events: more than the socket buffers between a client that does not read and us.
+    let lines: Vec<String> = (0..20_000)
+        .map(|n| {
+            format!(
+                r#"{{"op":"branches","body":{{"name":"支部{n:05}{}","kind":"branch","region":"东城区"}}}}"#,
+                "长".repeat(150)
+            )
+        })
+        .collect();
+    let (status, answer) = raw(
+        &server.addr,
+        format!(
+            "POST /v1/import HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{}",
+            lines.join("\n").len(),
+            lines.join("\n")
+        )
+        .as_bytes(),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains(r#""accepted":20000"#), "{answer}");
+
+    let mut stream = TcpStream::connect(&server.addr).unwrap();
+    stream.write_all(b"GET /v1/events/stream HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_secs(4)); // not reading: the server's buffer stays full
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 65536];
+    let ended = loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => break true,
+            Ok(n) => {
+                received.extend_from_slice(&buffer[..n]);
+                // The end of a chunked body: the stream was closed by the server.
+                if received.ends_with(b"\r\n0\r\n\r\n") {
+                    break true;
+                }
+            }
+            Err(_) => break false, // stalled without an end: still open
+        }
+    };
+    let text = String::from_utf8_lossy(&received);
+    let ids = text.lines().filter(|l| l.starts_with("id: ")).count();
+    assert!(ended, "the stream ended after {ids} events");
+    assert!(ids > 0 && ids < 20_000, "cut off part way: {ids} of 20,000 events");
+    let last: u64 = text.lines().filter_map(|l| l.strip_prefix("id: ")).next_back().unwrap().parse().unwrap();
+    let (_, resumed) = server.get(&format!("/v1/events?after={last}&limit=1"));
+    assert_eq!(resumed["events"][0]["position"], last + 1, "and the client can resume from its last id");
+}
