@@ -117,10 +117,14 @@ fn store_options() -> StoreOptions {
     StoreOptions { cache_capacity_bytes: CACHE_BYTES, ..StoreOptions::default() }
 }
 
-/// The district's events as the log holds them.
+/// Events of the district the append workloads copy: enough for their mix, few enough to hold
+/// in memory at any size of district.
+pub const APPEND_SET_EVENTS_MAX: usize = 1_000_000;
+
+/// The district's events as the log holds them (the first [`APPEND_SET_EVENTS_MAX`]).
 pub fn district_events(store: &Store) -> Result<Vec<Envelope>, String> {
     let mut events = Vec::new();
-    while (events.len() as u64) < store.head() {
+    while (events.len() as u64) < store.head() && events.len() < APPEND_SET_EVENTS_MAX {
         let page = store.read_log(events.len() as u64, 10_000).map_err(|e| e.to_string())?;
         if page.is_empty() {
             break;
