@@ -121,15 +121,18 @@ fn store_options() -> StoreOptions {
 /// in memory at any size of district.
 pub const APPEND_SET_EVENTS_MAX: usize = 1_000_000;
 
-/// The district's events as the log holds them (the first [`APPEND_SET_EVENTS_MAX`]).
+/// The district's events as the log holds them: all of them, or [`APPEND_SET_EVENTS_MAX`] in
+/// pages spread evenly over the log, so that the mix stays the whole story's.
 pub fn district_events(store: &Store) -> Result<Vec<Envelope>, String> {
+    const PAGE: u64 = 10_000;
+    let head = store.head();
+    let pages = (APPEND_SET_EVENTS_MAX as u64 / PAGE).max(1);
+    let step = if head <= APPEND_SET_EVENTS_MAX as u64 { PAGE } else { head / pages };
     let mut events = Vec::new();
-    while (events.len() as u64) < store.head() && events.len() < APPEND_SET_EVENTS_MAX {
-        let page = store.read_log(events.len() as u64, 10_000).map_err(|e| e.to_string())?;
-        if page.is_empty() {
-            break;
-        }
-        events.extend(page);
+    let mut after = 0;
+    while after < head && events.len() < APPEND_SET_EVENTS_MAX {
+        events.extend(store.read_log(after, PAGE as usize).map_err(|e| e.to_string())?);
+        after += step;
     }
     Ok(events)
 }
