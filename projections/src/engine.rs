@@ -8,8 +8,9 @@
 //! - **Bitemporal facts** (membership intervals per branch, each member's status timeline, flow
 //!   and pocket records) are never removed: each carries its event's effective and recorded times
 //!   and, once retracted, the retraction's recorded time. As-of queries filter them; nothing is
-//!   replayed. Each member keeps an undo log of the facts its live events created; only the latest
-//!   live event can be retracted, so a retraction pops exactly its own entries.
+//!   replayed. Only a member's latest live event can be retracted, so the facts a retraction marks
+//!   are the member's latest: found by the event's position among the member's own intervals and
+//!   statuses, and among the flow and pocket records of the event's effective day.
 
 use std::collections::{BTreeMap, BTreeSet};
 
