@@ -10,7 +10,7 @@
 //!   and, once retracted, the retraction's recorded time. As-of queries filter them; nothing is
 //!   replayed. Only a member's latest live event can be retracted, so the facts a retraction marks
 //!   are the member's latest: found by the event's position among the member's own intervals and
-//!   statuses, and among the flow and pocket records of the event's effective day.
+//!   statuses, and by the event's effective time among the flow and pocket records.
 
 use std::collections::{BTreeMap, BTreeSet};
 
