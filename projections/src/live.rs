@@ -87,7 +87,8 @@ impl Live {
             .filter(|e| at.known(e.recorded_at))
             .collect();
         let mut retracted = std::collections::HashSet::new();
-        for envelope in &events {
+        // Only retractions are decoded: the rest are served as stored.
+        for envelope in events.iter().filter(|e| e.event_type == "event_retracted") {
             if let EventData::EventRetracted { position, .. } = codec::recorded(envelope)?.data {
                 retracted.insert(position);
             }
