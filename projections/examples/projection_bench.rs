@@ -3,7 +3,7 @@
 //!
 //! cargo run --release -p flowbook-projections --example projection_bench -- generate --dir D \
 //!     [--members 1000000] [--branches 20000] [--events 10000000]
-//! cargo run --release -p flowbook-projections --example projection_bench -- measure --dir D
+//! cargo run --release -p flowbook-projections --example projection_bench -- measure --dir D [--cache-mib 256]
 //!
 //! `generate` drives realistic commands (registrations, verifications, transfers issued and
 //! completed, departures, arrivals, returns, lost contact, status changes) through the core's
@@ -288,9 +288,9 @@ fn peak_memory_mib() -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
-fn measure(dir: &Path) {
-    // sled's cache, passed explicitly: 256 MiB of the 2 GiB budget.
-    let options = StoreOptions { cache_capacity_bytes: 256 * 1024 * 1024, ..StoreOptions::default() };
+fn measure(dir: &Path, cache_mib: u64) {
+    // sled's cache, passed explicitly (default 256 MiB of the 2 GiB budget).
+    let options = StoreOptions { cache_capacity_bytes: cache_mib * 1024 * 1024, ..StoreOptions::default() };
     let store = Arc::new(Store::open(dir, options).expect("open store"));
     let events = store.head();
     let started = Instant::now();
@@ -361,8 +361,8 @@ fn measure(dir: &Path) {
 fn main() {
     let mut args = std::env::args().skip(1);
     let phase = args.next().unwrap_or_default();
-    let (mut dir, mut members, mut branches, mut events) =
-        (PathBuf::from("target/bench-projections"), 1_000_000, 20_000, 10_000_000u64);
+    let (mut dir, mut members, mut branches, mut events, mut cache_mib) =
+        (PathBuf::from("target/bench-projections"), 1_000_000, 20_000, 10_000_000u64, 256u64);
     while let Some(flag) = args.next() {
         let value = args.next().unwrap_or_else(|| panic!("{flag} needs a value"));
         match flag.as_str() {
@@ -370,15 +370,16 @@ fn main() {
             "--members" => members = value.parse().expect("--members N"),
             "--branches" => branches = value.parse().expect("--branches N"),
             "--events" => events = value.parse().expect("--events N"),
+            "--cache-mib" => cache_mib = value.parse().expect("--cache-mib N"),
             _ => panic!("unknown flag {flag}"),
         }
     }
     assert!(branches > BIG_BRANCHES && members > BIG_BRANCHES * BIG_BRANCH_MEMBERS, "too small a district");
     match phase.as_str() {
         "generate" => generate(&dir, members, branches, events),
-        "measure" => measure(&dir),
+        "measure" => measure(&dir, cache_mib),
         _ => {
-            eprintln!("usage: projection_bench generate|measure --dir DIR [--members N] [--branches N] [--events N]");
+            eprintln!("usage: projection_bench generate|measure --dir DIR [--members N] [--branches N] [--events N] [--cache-mib N]");
             std::process::exit(2);
         }
     }
