@@ -367,7 +367,7 @@ impl Projections {
             }
             if let Some(branch) = now {
                 let list = self.intervals.entry(branch).or_default();
-                list.push(Interval { member, relation, start: fact, ends: Vec::new() });
+                push_gently(list, Interval { member, relation, start: fact, ends: Vec::new() });
                 let index = u32::try_from(list.len() - 1).expect("fewer than 2^32 intervals per branch");
                 *open = Some((branch, index));
                 push_exact(&mut facts.intervals, (branch, index));
@@ -400,10 +400,8 @@ impl Projections {
                 self.daily_flows.regions.assign(branch, &branch.to_string());
             }
             self.daily_flows.add(fact.effective_at, &kind, 1);
-            self.flows
-                .entry(crate::daily::day_of(fact.effective_at))
-                .or_default()
-                .push(FlowRecord { fact, kind });
+            let day = self.flows.entry(crate::daily::day_of(fact.effective_at)).or_default();
+            push_gently(day, FlowRecord { fact, kind });
         }
         let pocket = match data {
             EventData::PocketMemberDiscovered { source, .. } => Some(PocketKind::Discovered(*source)),
@@ -467,6 +465,15 @@ impl Projections {
 /// Pushes without the spare room `Vec::push` leaves: a million members' short lists (an
 /// interval's ends, a member's statuses and intervals: one to three entries each) would otherwise
 /// each hold room for four.
+/// Pushes onto a long list (a day's flow records, a branch's intervals) growing it by a quarter
+/// rather than doubling: millions of records would otherwise carry up to as much spare room.
+fn push_gently<T>(list: &mut Vec<T>, item: T) {
+    if list.len() == list.capacity() {
+        list.reserve_exact((list.len() / 4).max(8));
+    }
+    list.push(item);
+}
+
 fn push_exact<T>(list: &mut Vec<T>, item: T) {
     list.reserve_exact(1);
     list.push(item);
