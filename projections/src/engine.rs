@@ -198,12 +198,7 @@ impl Projections {
             return;
         }
         self.position = event.position;
-        let fact = Fact {
-            effective_at: event.effective_at,
-            recorded_at: event.recorded_at,
-            position: event.position,
-            retracted_at: None,
-        };
+        let fact = Fact::new(event.effective_at, event.recorded_at, event.position);
         match event.stream {
             StreamId::Branch(branch) => {
                 self.world.apply(event, |_| Vec::new());
@@ -344,6 +339,7 @@ impl Projections {
         data: &EventData,
         fact: Fact,
     ) {
+        let event_effective_at = fact.effective_at();
         let facts = self.members.entry(member).or_default();
         if after.status.is_some() {
             facts.name_of_retracted = None;
@@ -376,7 +372,7 @@ impl Projections {
         if let Some(status) = after.status.filter(|status| before.status != Some(*status)) {
             push_exact(&mut facts.statuses, (fact, status));
         }
-        let key = (fact.effective_at, fact.position);
+        let key = (event_effective_at, fact.position);
         let flow = match data {
             EventData::TransferCompleted { from_branch_id, to_branch_id, to_external, .. } => {
                 Some(FlowKind::Transfer {
@@ -399,8 +395,8 @@ impl Projections {
                 // another, its id stands in for the region.
                 self.daily_flows.regions.assign(branch, &branch.to_string());
             }
-            self.daily_flows.add(fact.effective_at, &kind, 1);
-            let day = self.flows.entry(crate::daily::day_of(fact.effective_at)).or_default();
+            self.daily_flows.add(event_effective_at, &kind, 1);
+            let day = self.flows.entry(crate::daily::day_of(event_effective_at)).or_default();
             push_gently(day, FlowRecord { fact, kind });
         }
         let pocket = match data {
@@ -423,7 +419,7 @@ impl Projections {
         retracted_at: DateTime<Utc>,
     ) {
         let Some(facts) = self.members.get_mut(&member) else { return };
-        let live = |fact: &Fact| fact.position == position && fact.retracted_at.is_none();
+        let live = |fact: &Fact| fact.position == position && !fact.is_retracted();
         // Intervals the event started close first, then those it ended reopen: within one
         // relation, an event that moved the member ended one interval and started the next.
         for ended in [false, true] {
@@ -436,28 +432,28 @@ impl Projections {
                 };
                 let relation = interval.relation;
                 if !ended && live(&interval.start) {
-                    interval.start.retracted_at = Some(retracted_at);
+                    interval.start.retract(retracted_at);
                     *open_slot(facts, relation) = None;
                 } else if let Some(end) = interval.ends.last_mut().filter(|end| ended && live(end)) {
-                    end.retracted_at = Some(retracted_at);
+                    end.retract(retracted_at);
                     *open_slot(facts, relation) = Some((branch, index));
                 }
             }
         }
         for (fact, _) in facts.statuses.iter_mut().rev().filter(|(fact, _)| live(fact)) {
-            fact.retracted_at = Some(retracted_at);
+            fact.retract(retracted_at);
         }
         let key = (effective_at, position);
         let day = self.flows.get_mut(&crate::daily::day_of(effective_at));
         if let Some(record) = day.and_then(|records| records.iter_mut().find(|r| r.fact.position == position))
         {
-            if record.fact.retracted_at.is_none() {
-                record.fact.retracted_at = Some(retracted_at);
+            if !record.fact.is_retracted() {
+                record.fact.retract(retracted_at);
                 self.daily_flows.add(effective_at, &record.kind, -1);
             }
         }
         if let Some(record) = self.pocket_records.get_mut(&key) {
-            record.fact.retracted_at.get_or_insert(retracted_at);
+            record.fact.retract(retracted_at);
         }
     }
 }
@@ -526,5 +522,16 @@ fn set_membership(set: &mut BTreeSet<MemberId>, member: MemberId, present: bool)
         set.insert(member);
     } else {
         set.remove(&member);
+    }
+}
+#[cfg(test)]
+mod size_probe {
+    #[test]
+    fn sizes() {
+        use super::*;
+        eprintln!("Fact {} Interval {} FlowRecord {} FlowKind {} MemberFacts {} TransferRow {} BranchFacts {} PocketRecord {} MemberStream {} MemberState {} Mobility {}",
+            std::mem::size_of::<Fact>(), std::mem::size_of::<Interval>(), std::mem::size_of::<FlowRecord>(), std::mem::size_of::<FlowKind>(),
+            std::mem::size_of::<MemberFacts>(), std::mem::size_of::<TransferRow>(), std::mem::size_of::<BranchFacts>(), std::mem::size_of::<PocketRecord>(),
+            std::mem::size_of::<flowbook_core::MemberStream>(), std::mem::size_of::<MemberState>(), 0);
     }
 }

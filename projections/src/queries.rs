@@ -18,7 +18,7 @@ use crate::engine::{
     visiting_branch, FlowRecord, MemberFacts, PocketKind, Projections, Relation, TransferRow, TransferState,
 };
 use crate::flags::{branch_flags, member_flags};
-use crate::time::At;
+use crate::time::{nanos, At};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -296,7 +296,7 @@ impl Projections {
                     name: self.member_name(interval.member, facts).to_owned(),
                     status: facts.status_at(at)?,
                     relation: interval.relation,
-                    since: interval.start.effective_at,
+                    since: interval.start.effective_at(),
                 })
             })
             .collect();
@@ -375,7 +375,8 @@ impl Projections {
         let mut total = Day::default();
         let walk = |total: &mut Day<K>, from: DateTime<Utc>, to: DateTime<Utc>| {
             let records = self.flows.range(day_of(from)..=day_of(to)).flat_map(|(_, records)| records);
-            let in_period = |r: &&FlowRecord| from <= r.fact.effective_at && r.fact.effective_at < to;
+            let (from, to) = (nanos(from), nanos(to));
+            let in_period = |r: &&FlowRecord| from <= r.fact.effective_nanos() && r.fact.effective_nanos() < to;
             for record in records.filter(in_period).filter(|r| r.fact.stands(at)) {
                 total.add(&record.kind, 1, key);
             }
@@ -468,7 +469,7 @@ impl Projections {
         let mut stats = PocketStats { open: self.pocket.len() as u64, ..PocketStats::default() };
         let in_period = |at: DateTime<Utc>| from.is_none_or(|from| at >= from) && to.is_none_or(|to| at < to);
         for record in self.pocket_records.values() {
-            if record.fact.retracted_at.is_some() || !in_period(record.fact.effective_at) {
+            if record.fact.is_retracted() || !in_period(record.fact.effective_at()) {
                 continue;
             }
             match record.kind {
