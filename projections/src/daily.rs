@@ -15,9 +15,9 @@ use foldhash::{HashMap, HashMapExt};
 use std::hash::Hash;
 
 use chrono::{DateTime, Datelike, Utc};
-use flowbook_core::BranchId;
 
-use crate::engine::FlowKind;
+use crate::dense::BranchNo;
+use crate::engine::{Destination, FlowKind};
 
 const SECONDS_PER_DAY: i64 = 86_400;
 
@@ -73,13 +73,6 @@ impl Counts {
     }
 }
 
-/// Where a completed transfer went: a branch (or its region), or an outside organisation.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) enum Destination<K> {
-    Key(K),
-    External(String),
-}
-
 /// Flows summed over some span, keyed by branch id or by region index.
 #[derive(Debug, Clone)]
 pub(crate) struct Day<K> {
@@ -96,23 +89,19 @@ impl<K> Default for Day<K> {
 impl<K: Copy + Eq + Hash> Day<K> {
     /// Adds (`sign` = 1) or takes back (`sign` = -1) one flow, each branch counted under
     /// `key(branch)`.
-    pub fn add(&mut self, kind: &FlowKind, sign: i64, key: impl Fn(BranchId) -> K) {
-        match kind {
-            FlowKind::Transfer { from, to, external } => {
-                let origin = key(*from);
+    pub fn add(&mut self, kind: &FlowKind, sign: i64, key: impl Fn(BranchNo) -> K) {
+        match *kind {
+            FlowKind::Transfer { from, to } => {
+                let origin = key(from);
                 self.per_key.entry(origin).or_default().transfers_out += sign;
-                let destination = match to {
-                    Some(to) => {
-                        let to = key(*to);
-                        self.per_key.entry(to).or_default().transfers_in += sign;
-                        Destination::Key(to)
-                    }
-                    None => Destination::External(external.clone().unwrap_or_default()),
-                };
+                let destination = to.map(&key);
+                if let Destination::Key(to) = destination {
+                    self.per_key.entry(to).or_default().transfers_in += sign;
+                }
                 *self.pairs.entry((origin, destination)).or_default() += sign;
             }
-            FlowKind::Departure { home } => self.per_key.entry(key(*home)).or_default().departures += sign,
-            FlowKind::Arrival { inflow } => self.per_key.entry(key(*inflow)).or_default().arrivals += sign,
+            FlowKind::Departure { home } => self.per_key.entry(key(home)).or_default().departures += sign,
+            FlowKind::Arrival { inflow } => self.per_key.entry(key(inflow)).or_default().arrivals += sign,
         }
     }
 
@@ -122,7 +111,7 @@ impl<K: Copy + Eq + Hash> Day<K> {
             self.per_key.entry(*key).or_default().merge(counts);
         }
         for (pair, count) in &other.pairs {
-            *self.pairs.entry(pair.clone()).or_default() += count;
+            *self.pairs.entry(*pair).or_default() += count;
         }
     }
 }
@@ -132,12 +121,12 @@ impl<K: Copy + Eq + Hash> Day<K> {
 pub(crate) struct Regions {
     names: Vec<String>,
     index_of_name: HashMap<String, u32>,
-    of_branch: HashMap<BranchId, u32>,
+    of_branch: HashMap<BranchNo, u32>,
 }
 
 impl Regions {
     /// Records the region of a branch (its id stands in for a branch the log never established).
-    pub fn assign(&mut self, branch: BranchId, region: &str) -> u32 {
+    pub fn assign(&mut self, branch: BranchNo, region: &str) -> u32 {
         if let Some(index) = self.of_branch.get(&branch) {
             return *index;
         }
@@ -155,7 +144,7 @@ impl Regions {
     }
 
     /// The region index of a branch that has been assigned one.
-    pub fn of(&self, branch: BranchId) -> Option<u32> {
+    pub fn of(&self, branch: BranchNo) -> Option<u32> {
         self.of_branch.get(&branch).copied()
     }
 
@@ -167,7 +156,7 @@ impl Regions {
 /// The flows of every month by branch and of every day by region.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Daily {
-    pub by_branch: BTreeMap<i64, Day<BranchId>>,
+    pub by_branch: BTreeMap<i64, Day<BranchNo>>,
     pub by_region: BTreeMap<i64, Day<u32>>,
     pub regions: Regions,
 }

@@ -22,7 +22,8 @@ use flowbook_core::{
     StreamId, TransferId, World,
 };
 
-use crate::time::{At, Fact};
+use crate::dense::{BranchNo, Dense, MemberNo};
+use crate::time::{nanos, At, Fact, Nanos};
 
 /// Whether a member is on a roster as a home member or as a visiting mobile member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -36,18 +37,28 @@ pub enum Relation {
 /// A member on a branch's roster from `start` until its standing end (if any).
 #[derive(Debug, Clone)]
 pub(crate) struct Interval {
-    pub member: MemberId,
+    pub member: MemberNo,
     pub relation: Relation,
     pub start: Fact,
-    /// Ends in recorded order; at any `known_at` at most one stands (an end is retracted before
-    /// the interval can be ended again).
-    pub ends: Vec<Fact>,
+    /// The latest end. At any `known_at` at most one end stands: an end is retracted before the
+    /// interval can be ended again.
+    pub end: Option<Fact>,
+    /// Ends recorded before `end` (each retracted since): rare, so out of line.
+    pub earlier_ends: Option<Box<Vec<Fact>>>,
 }
 
 impl Interval {
     /// On the roster at `at`.
     pub fn holds(&self, at: &At) -> bool {
-        self.start.holds(at) && !self.ends.iter().any(|end| end.holds(at))
+        self.start.holds(at)
+            && !self.end.is_some_and(|end| end.holds(at))
+            && !self.earlier_ends.iter().flat_map(|ends| ends.iter()).any(|end| end.holds(at))
+    }
+
+    fn close(&mut self, end: Fact) {
+        if let Some(earlier) = self.end.replace(end) {
+            self.earlier_ends.get_or_insert_default().push(earlier);
+        }
     }
 }
 
@@ -61,18 +72,22 @@ pub(crate) struct BranchFacts {
     pub visitors: BTreeSet<MemberId>,
 }
 
+/// Where an interval is kept: its branch's list and its place in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct IntervalRef {
+    branch: BranchNo,
+    index: u32,
+}
+
 #[derive(Debug, Clone, Default)]
 pub(crate) struct MemberFacts {
-    /// The member's name, kept only once the creating event is retracted: past views still show
-    /// the member, and the write model no longer has it. Otherwise the name is the write model's.
-    pub name_of_retracted: Option<Box<str>>,
     /// Status as of each status-setting event, in recorded order.
     pub statuses: Vec<(Fact, MemberStatus)>,
-    open_home: Option<(BranchId, u32)>,
-    open_visit: Option<(BranchId, u32)>,
+    open_home: Option<IntervalRef>,
+    open_visit: Option<IntervalRef>,
     /// Every interval the member has had, oldest first: where a retraction looks for the
     /// intervals its event started or ended (the latest ones).
-    intervals: Vec<(BranchId, u32)>,
+    intervals: Vec<IntervalRef>,
 }
 
 impl MemberFacts {
@@ -107,20 +122,52 @@ pub struct TransferRow {
     pub valid_until: DateTime<Utc>,
 }
 
+/// A letter as the read models keep it: 40 bytes, numbers for member and branches (there are
+/// millions of letters); [`TransferRow`] is what queries answer.
 #[derive(Debug, Clone, PartialEq)]
+pub(crate) struct TransferFacts {
+    pub member: MemberNo,
+    pub from: BranchNo,
+    pub to: Destination<BranchNo>,
+    pub state: TransferState,
+    pub initiated_at: Nanos,
+    pub valid_until: Nanos,
+}
+
+/// Where a letter or a completed transfer goes: a branch (or its region, in counts by region),
+/// an outside organisation (numbered by name), or — never from the rules — nowhere named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Destination<K> {
+    Key(K),
+    External(u32),
+    Unnamed,
+}
+
+impl<K> Destination<K> {
+    pub fn map<L>(self, key: impl Fn(K) -> L) -> Destination<L> {
+        match self {
+            Destination::Key(k) => Destination::Key(key(k)),
+            Destination::External(name) => Destination::External(name),
+            Destination::Unnamed => Destination::Unnamed,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum FlowKind {
-    Transfer { from: BranchId, to: Option<BranchId>, external: Option<String> },
-    Departure { home: BranchId },
-    Arrival { inflow: BranchId },
+    Transfer { from: BranchNo, to: Destination<BranchNo> },
+    Departure { home: BranchNo },
+    Arrival { inflow: BranchNo },
 }
 
 impl FlowKind {
     /// The branches the flow names.
-    pub fn branches(&self) -> impl Iterator<Item = BranchId> {
-        let (first, second) = match self {
-            FlowKind::Transfer { from, to, .. } => (*from, *to),
-            FlowKind::Departure { home } => (*home, None),
-            FlowKind::Arrival { inflow } => (*inflow, None),
+    pub fn branches(&self) -> impl Iterator<Item = BranchNo> {
+        let (first, second) = match *self {
+            FlowKind::Transfer { from, to: Destination::Key(to) } => (from, Some(to)),
+            FlowKind::Transfer { from, .. } => (from, None),
+            FlowKind::Departure { home } => (home, None),
+            FlowKind::Arrival { inflow } => (inflow, None),
         };
         std::iter::once(first).chain(second)
     }
@@ -149,20 +196,31 @@ pub(crate) struct PocketRecord {
 pub struct Projections {
     pub(crate) config: RulesConfig,
     pub(crate) world: World,
+    /// Members, branches and outside organisations numbered for the facts (see `dense`).
+    pub(crate) member_numbers: Dense<MemberId>,
+    pub(crate) branch_numbers: Dense<BranchId>,
+    pub(crate) external_names: Dense<Box<str>>,
     pub(crate) branches: HashMap<BranchId, BranchFacts>,
-    pub(crate) intervals: HashMap<BranchId, Vec<Interval>>,
-    pub(crate) members: HashMap<MemberId, MemberFacts>,
+    /// Every membership interval, by branch number.
+    pub(crate) intervals: Vec<Vec<Interval>>,
+    /// By member number.
+    pub(crate) members: Vec<MemberFacts>,
+    /// A member's name, kept only once its creating event is retracted: past views still show
+    /// the member, and the write model no longer has it. Otherwise the name is the write model's.
+    pub(crate) names_of_retracted: HashMap<MemberNo, Box<str>>,
     /// Boxed: a hash table sizes its slots for up to twice its entries, and every letter ever
     /// issued stays listed.
-    pub(crate) transfers: HashMap<TransferId, Box<TransferRow>>,
+    pub(crate) transfers: HashMap<TransferId, Box<TransferFacts>>,
     pub(crate) mobile: BTreeSet<MemberId>,
     pub(crate) pocket: BTreeSet<MemberId>,
     /// Flow records by the day they took effect (in a B-tree keyed per record, each cost ~240
-    /// bytes; in a list per day, ~120).
+    /// bytes; in a list per day, 48).
     pub(crate) flows: BTreeMap<i64, Vec<FlowRecord>>,
     /// The same flows counted per day and branch (latest knowledge), for period queries.
     pub(crate) daily_flows: crate::daily::Daily,
-    pub(crate) pocket_records: BTreeMap<(DateTime<Utc>, u64), PocketRecord>,
+    /// Discoveries and placements in position order (the order they are applied in): a period's
+    /// statistics walk them all, and a retraction finds its record by position.
+    pub(crate) pocket_records: Vec<PocketRecord>,
     position: u64,
 }
 
@@ -204,7 +262,8 @@ impl Projections {
                 self.world.apply(event, |_| Vec::new());
                 match &event.data {
                     EventData::BranchEstablished { region, .. } => {
-                        self.daily_flows.regions.assign(branch, region);
+                        let number = self.branch_number(branch);
+                        self.daily_flows.regions.assign(number, region);
                         self.branches.insert(
                             branch,
                             BranchFacts {
@@ -226,6 +285,7 @@ impl Projections {
             }
             StreamId::Member(member) => {
                 let before = Snapshot::of(self.world.member(member));
+                let number = self.member_number(member);
                 match &event.data {
                     EventData::EventRetracted { position, .. } => {
                         let stream = history(member);
@@ -234,22 +294,51 @@ impl Projections {
                         let name = self.world.member(member).map(|m| Box::<str>::from(m.name.as_str()));
                         self.world.apply(event, |_| stream);
                         let after = Snapshot::of(self.world.member(member));
-                        self.update_current(member, &before, &after, event);
+                        self.update_current(member, number, &before, &after, event);
                         if after.status.is_none() {
-                            self.members.entry(member).or_default().name_of_retracted = name;
+                            if let Some(name) = name {
+                                self.names_of_retracted.insert(number, name);
+                            }
                         }
                         if let Some(effective_at) = retracted_effective_at {
-                            self.undo(member, *position, effective_at, event.recorded_at);
+                            self.undo(number, *position, effective_at, event.recorded_at);
                         }
                     }
                     data => {
                         self.world.apply(event, history);
                         let after = Snapshot::of(self.world.member(member));
-                        self.update_current(member, &before, &after, event);
-                        self.record_facts(member, &before, &after, data, fact);
+                        self.update_current(member, number, &before, &after, event);
+                        self.record_facts(number, &before, &after, data, fact);
                     }
                 }
             }
+        }
+    }
+
+    /// The member's number, numbering it (with empty facts) if it is new.
+    fn member_number(&mut self, member: MemberId) -> MemberNo {
+        let (number, new) = self.member_numbers.number(&member);
+        if new {
+            push_gently(&mut self.members, MemberFacts::default());
+        }
+        MemberNo(number)
+    }
+
+    /// The branch's number, numbering it (with no intervals) if it is new.
+    pub(crate) fn branch_number(&mut self, branch: BranchId) -> BranchNo {
+        let (number, new) = self.branch_numbers.number(&branch);
+        if new {
+            self.intervals.push(Vec::new());
+        }
+        BranchNo(number)
+    }
+
+    /// Where a letter or transfer goes, numbered.
+    fn destination(&mut self, to: Option<BranchId>, external: Option<&str>) -> Destination<BranchNo> {
+        match (to, external) {
+            (Some(branch), _) => Destination::Key(self.branch_number(branch)),
+            (None, Some(name)) => Destination::External(self.external_names.number(&Box::from(name)).0),
+            (None, None) => Destination::Unnamed,
         }
     }
 
@@ -257,6 +346,7 @@ impl Projections {
     fn update_current(
         &mut self,
         member: MemberId,
+        number: MemberNo,
         before: &Snapshot,
         after: &Snapshot,
         event: &RecordedEvent,
@@ -305,21 +395,17 @@ impl Projections {
                     }
                 }
             }
-            let opened = self.world.member(member).and_then(|m| m.open_transfer.as_ref());
+            let opened = self.world.member(member).and_then(|m| m.open_transfer.as_deref()).cloned();
             if let Some(opened) = opened {
-                self.transfers.insert(
-                    opened.transfer_id,
-                    Box::new(TransferRow {
-                        transfer_id: opened.transfer_id,
-                        member_id: member,
-                        from_branch_id: opened.from_branch_id,
-                        to_branch_id: opened.to_branch_id,
-                        to_external: opened.to_external.clone(),
-                        state: TransferState::Open,
-                        initiated_at: opened.initiated_at,
-                        valid_until: opened.valid_until,
-                    }),
-                );
+                let facts = TransferFacts {
+                    member: number,
+                    from: self.branch_number(opened.from_branch_id),
+                    to: self.destination(opened.to_branch_id, opened.to_external.as_deref()),
+                    state: TransferState::Open,
+                    initiated_at: nanos(opened.initiated_at),
+                    valid_until: nanos(opened.valid_until),
+                };
+                self.transfers.insert(opened.transfer_id, Box::new(facts));
             }
         }
         if before.mobile != after.mobile {
@@ -333,16 +419,15 @@ impl Projections {
     /// Bitemporal facts created by a (non-retraction) member event.
     fn record_facts(
         &mut self,
-        member: MemberId,
+        member: MemberNo,
         before: &Snapshot,
         after: &Snapshot,
         data: &EventData,
         fact: Fact,
     ) {
         let event_effective_at = fact.effective_at();
-        let facts = self.members.entry(member).or_default();
         if after.status.is_some() {
-            facts.name_of_retracted = None;
+            self.names_of_retracted.remove(&member);
         }
         // An interval is keyed by branch *and* since: a placement back into the branch that
         // already holds a pocket member makes that branch the home anew, from the placement.
@@ -352,40 +437,36 @@ impl Projections {
             if was == now {
                 continue;
             }
-            let now = now.map(|(branch, _)| branch);
-            let open = match relation {
-                Relation::Home => &mut facts.open_home,
-                Relation::Visiting => &mut facts.open_visit,
-            };
-            if let Some((branch, index)) = open.take() {
-                let list = self.intervals.get_mut(&branch).expect("open interval exists");
-                push_exact(&mut list[index as usize].ends, fact);
+            let now = now.map(|(branch, _)| self.branch_number(branch));
+            let facts = &mut self.members[member.index()];
+            let open = open_slot(facts, relation);
+            if let Some(IntervalRef { branch, index }) = open.take() {
+                self.intervals[branch.index()][index as usize].close(fact);
             }
             if let Some(branch) = now {
-                let list = self.intervals.entry(branch).or_default();
-                push_gently(list, Interval { member, relation, start: fact, ends: Vec::new() });
+                let list = &mut self.intervals[branch.index()];
+                push_gently(list, Interval { member, relation, start: fact, end: None, earlier_ends: None });
                 let index = u32::try_from(list.len() - 1).expect("fewer than 2^32 intervals per branch");
-                *open = Some((branch, index));
-                push_exact(&mut facts.intervals, (branch, index));
+                let opened = IntervalRef { branch, index };
+                *open_slot(facts, relation) = Some(opened);
+                push_exact(&mut facts.intervals, opened);
             }
         }
         if let Some(status) = after.status.filter(|status| before.status != Some(*status)) {
-            push_exact(&mut facts.statuses, (fact, status));
+            push_exact(&mut self.members[member.index()].statuses, (fact, status));
         }
-        let key = (event_effective_at, fact.position);
         let flow = match data {
             EventData::TransferCompleted { from_branch_id, to_branch_id, to_external, .. } => {
                 Some(FlowKind::Transfer {
-                    from: *from_branch_id,
-                    to: *to_branch_id,
-                    external: to_external.clone(),
+                    from: self.branch_number(*from_branch_id),
+                    to: self.destination(*to_branch_id, to_external.as_deref()),
                 })
             }
             EventData::MemberDeparted { home_branch_id, .. } => {
-                Some(FlowKind::Departure { home: *home_branch_id })
+                Some(FlowKind::Departure { home: self.branch_number(*home_branch_id) })
             }
             EventData::MemberArrived { inflow_branch_id, .. } => {
-                Some(FlowKind::Arrival { inflow: *inflow_branch_id })
+                Some(FlowKind::Arrival { inflow: self.branch_number(*inflow_branch_id) })
             }
             _ => None,
         };
@@ -393,7 +474,8 @@ impl Projections {
             for branch in kind.branches() {
                 // Rules only let flows name established branches; should an imported log name
                 // another, its id stands in for the region.
-                self.daily_flows.regions.assign(branch, &branch.to_string());
+                let id = self.branch_numbers.id(branch.0).to_string();
+                self.daily_flows.regions.assign(branch, &id);
             }
             self.daily_flows.add(event_effective_at, &kind, 1);
             let day = self.flows.entry(crate::daily::day_of(event_effective_at)).or_default();
@@ -405,7 +487,7 @@ impl Projections {
             _ => None,
         };
         if let Some(kind) = pocket {
-            self.pocket_records.insert(key, PocketRecord { fact, kind });
+            push_gently(&mut self.pocket_records, PocketRecord { fact, kind });
         }
     }
 
@@ -413,20 +495,22 @@ impl Projections {
     /// member's latest live event can be retracted, so its facts are the member's latest ones.
     fn undo(
         &mut self,
-        member: MemberId,
+        member: MemberNo,
         position: u64,
         effective_at: DateTime<Utc>,
         retracted_at: DateTime<Utc>,
     ) {
-        let Some(facts) = self.members.get_mut(&member) else { return };
-        let live = |fact: &Fact| fact.position == position && !fact.is_retracted();
+        let facts = &mut self.members[member.index()];
+        let live = |fact: &Fact| fact.position() == position && !fact.is_retracted();
         // Intervals the event started close first, then those it ended reopen: within one
         // relation, an event that moved the member ended one interval and started the next.
         for ended in [false, true] {
             for slot in (0..facts.intervals.len()).rev() {
-                let (branch, index) = facts.intervals[slot];
-                let Some(interval) =
-                    self.intervals.get_mut(&branch).and_then(|list| list.get_mut(index as usize))
+                let at = facts.intervals[slot];
+                let Some(interval) = self
+                    .intervals
+                    .get_mut(at.branch.index())
+                    .and_then(|list| list.get_mut(at.index as usize))
                 else {
                     continue;
                 };
@@ -434,26 +518,28 @@ impl Projections {
                 if !ended && live(&interval.start) {
                     interval.start.retract(retracted_at);
                     *open_slot(facts, relation) = None;
-                } else if let Some(end) = interval.ends.last_mut().filter(|end| ended && live(end)) {
+                } else if let Some(end) = interval.end.as_mut().filter(|end| ended && live(end)) {
                     end.retract(retracted_at);
-                    *open_slot(facts, relation) = Some((branch, index));
+                    *open_slot(facts, relation) = Some(at);
                 }
             }
         }
         for (fact, _) in facts.statuses.iter_mut().rev().filter(|(fact, _)| live(fact)) {
             fact.retract(retracted_at);
         }
-        let key = (effective_at, position);
         let day = self.flows.get_mut(&crate::daily::day_of(effective_at));
-        if let Some(record) = day.and_then(|records| records.iter_mut().find(|r| r.fact.position == position))
+        if let Some(record) =
+            day.and_then(|records| records.iter_mut().find(|r| r.fact.position() == position))
         {
             if !record.fact.is_retracted() {
                 record.fact.retract(retracted_at);
                 self.daily_flows.add(effective_at, &record.kind, -1);
             }
         }
-        if let Some(record) = self.pocket_records.get_mut(&key) {
-            record.fact.retract(retracted_at);
+        if let Ok(found) =
+            self.pocket_records.binary_search_by_key(&position, |record| record.fact.position())
+        {
+            self.pocket_records[found].fact.retract(retracted_at);
         }
     }
 }
@@ -463,7 +549,7 @@ impl Projections {
 /// each hold room for four.
 /// Pushes onto a long list (a day's flow records, a branch's intervals) growing it by a quarter
 /// rather than doubling: millions of records would otherwise carry up to as much spare room.
-fn push_gently<T>(list: &mut Vec<T>, item: T) {
+pub(crate) fn push_gently<T>(list: &mut Vec<T>, item: T) {
     if list.len() == list.capacity() {
         list.reserve_exact((list.len() / 4).max(8));
     }
@@ -475,7 +561,7 @@ fn push_exact<T>(list: &mut Vec<T>, item: T) {
     list.push(item);
 }
 
-fn open_slot(facts: &mut MemberFacts, relation: Relation) -> &mut Option<(BranchId, u32)> {
+fn open_slot(facts: &mut MemberFacts, relation: Relation) -> &mut Option<IntervalRef> {
     match relation {
         Relation::Home => &mut facts.open_home,
         Relation::Visiting => &mut facts.open_visit,
@@ -522,16 +608,5 @@ fn set_membership(set: &mut BTreeSet<MemberId>, member: MemberId, present: bool)
         set.insert(member);
     } else {
         set.remove(&member);
-    }
-}
-#[cfg(test)]
-mod size_probe {
-    #[test]
-    fn sizes() {
-        use super::*;
-        eprintln!("Fact {} Interval {} FlowRecord {} FlowKind {} MemberFacts {} TransferRow {} BranchFacts {} PocketRecord {} MemberStream {} MemberState {} Mobility {}",
-            std::mem::size_of::<Fact>(), std::mem::size_of::<Interval>(), std::mem::size_of::<FlowRecord>(), std::mem::size_of::<FlowKind>(),
-            std::mem::size_of::<MemberFacts>(), std::mem::size_of::<TransferRow>(), std::mem::size_of::<BranchFacts>(), std::mem::size_of::<PocketRecord>(),
-            std::mem::size_of::<flowbook_core::MemberStream>(), std::mem::size_of::<MemberState>(), 0);
     }
 }

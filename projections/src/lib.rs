@@ -8,6 +8,7 @@
 
 pub mod codec;
 mod daily;
+mod dense;
 pub mod engine;
 pub mod flags;
 pub mod live;

@@ -9,16 +9,18 @@ use std::collections::{BTreeMap, HashSet};
 use chrono::{DateTime, Utc};
 use flowbook_core::{
     BranchId, BranchKind, DiscoverySource, EventData, MemberId, MemberState, MemberStatus, MemberStream,
-    RecordedEvent,
+    RecordedEvent, TransferId,
 };
 use serde::Serialize;
 
-use crate::daily::{day_of, Buckets, Counts, Day, Destination, DAYS, MONTHS};
+use crate::daily::{day_of, Buckets, Counts, Day, DAYS, MONTHS};
+use crate::dense::{BranchNo, MemberNo};
 use crate::engine::{
-    visiting_branch, FlowRecord, MemberFacts, PocketKind, Projections, Relation, TransferRow, TransferState,
+    visiting_branch, Destination, FlowRecord, PocketKind, Projections, Relation, TransferFacts, TransferRow,
+    TransferState,
 };
 use crate::flags::{branch_flags, member_flags};
-use crate::time::{nanos, At};
+use crate::time::{from_nanos, nanos, At};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -186,10 +188,29 @@ pub const SEARCH_RESULTS_MAX: usize = 100;
 
 impl Projections {
     /// A member's name: the write model's, or the one kept when the creation was retracted.
-    fn member_name<'a>(&'a self, member: MemberId, facts: &'a MemberFacts) -> &'a str {
-        match self.world.member(member) {
+    fn member_name(&self, member: MemberNo) -> &str {
+        match self.world.member(*self.member_numbers.id(member.0)) {
             Some(state) => &state.name,
-            None => facts.name_of_retracted.as_deref().unwrap_or_default(),
+            None => self.names_of_retracted.get(&member).map(|name| &**name).unwrap_or_default(),
+        }
+    }
+
+    /// The answer's shape of a letter.
+    fn transfer_row(&self, transfer_id: TransferId, facts: &TransferFacts) -> TransferRow {
+        let (to_branch_id, to_external) = match facts.to {
+            Destination::Key(branch) => (Some(*self.branch_numbers.id(branch.0)), None),
+            Destination::External(name) => (None, Some(self.external_names.id(name).to_string())),
+            Destination::Unnamed => (None, None),
+        };
+        TransferRow {
+            transfer_id,
+            member_id: *self.member_numbers.id(facts.member.0),
+            from_branch_id: *self.branch_numbers.id(facts.from.0),
+            to_branch_id,
+            to_external,
+            state: facts.state,
+            initiated_at: from_nanos(facts.initiated_at),
+            valid_until: from_nanos(facts.valid_until),
         }
     }
 
@@ -282,18 +303,17 @@ impl Projections {
             return Some(Vec::new());
         }
         let dissolved = facts.dissolved.is_some_and(|fact| fact.holds(at));
-        let mut entries: Vec<RosterEntry> = self
-            .intervals
-            .get(&id)
+        let intervals = self.branch_numbers.get(&id).map(|branch| &self.intervals[branch as usize]);
+        let mut entries: Vec<RosterEntry> = intervals
             .into_iter()
             .flatten()
             .filter(|interval| interval.holds(at))
             .filter(|interval| !(dissolved && interval.relation == Relation::Visiting))
             .filter_map(|interval| {
-                let facts = self.members.get(&interval.member)?;
+                let facts = &self.members[interval.member.index()];
                 Some(RosterEntry {
-                    member_id: interval.member,
-                    name: self.member_name(interval.member, facts).to_owned(),
+                    member_id: *self.member_numbers.id(interval.member.0),
+                    name: self.member_name(interval.member).to_owned(),
                     status: facts.status_at(at)?,
                     relation: interval.relation,
                     since: interval.start.effective_at(),
@@ -308,9 +328,9 @@ impl Projections {
     pub fn transfers(&self, filter: TransferFilter, now: DateTime<Utc>) -> Vec<TransferRow> {
         let mut rows: Vec<TransferRow> = self
             .transfers
-            .values()
-            .map(|row| {
-                let mut row = TransferRow::clone(row);
+            .iter()
+            .map(|(transfer_id, facts)| {
+                let mut row = self.transfer_row(*transfer_id, facts);
                 if row.state == TransferState::Open && row.valid_until < now {
                     row.state = TransferState::Overdue;
                 }
@@ -349,7 +369,7 @@ impl Projections {
                 to,
                 &at,
                 |branch| branch,
-                |branch| branch.to_string(),
+                |branch: BranchNo| self.branch_numbers.id(branch.0).to_string(),
             ),
             FlowGrouping::Region => {
                 let region = |branch| daily.regions.of(branch).expect("every flow's branches have a region");
@@ -369,14 +389,15 @@ impl Projections {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         at: &At,
-        key: impl Fn(BranchId) -> K + Copy,
+        key: impl Fn(BranchNo) -> K + Copy,
         name: impl Fn(K) -> String,
     ) -> Flows {
         let mut total = Day::default();
         let walk = |total: &mut Day<K>, from: DateTime<Utc>, to: DateTime<Utc>| {
             let records = self.flows.range(day_of(from)..=day_of(to)).flat_map(|(_, records)| records);
             let (from, to) = (nanos(from), nanos(to));
-            let in_period = |r: &&FlowRecord| from <= r.fact.effective_nanos() && r.fact.effective_nanos() < to;
+            let in_period =
+                |r: &&FlowRecord| from <= r.fact.effective_nanos() && r.fact.effective_nanos() < to;
             for record in records.filter(in_period).filter(|r| r.fact.stands(at)) {
                 total.add(&record.kind, 1, key);
             }
@@ -418,7 +439,10 @@ impl Projections {
                 from: name(origin),
                 to: match destination {
                     Destination::Key(key) => name(key),
-                    Destination::External(external) => format!("external:{external}"),
+                    Destination::External(external) => {
+                        format!("external:{}", self.external_names.id(external))
+                    }
+                    Destination::Unnamed => "external:".to_owned(),
                 },
                 count: count as u64,
             })
@@ -468,7 +492,7 @@ impl Projections {
     pub fn pocket_stats(&self, from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> PocketStats {
         let mut stats = PocketStats { open: self.pocket.len() as u64, ..PocketStats::default() };
         let in_period = |at: DateTime<Utc>| from.is_none_or(|from| at >= from) && to.is_none_or(|to| at < to);
-        for record in self.pocket_records.values() {
+        for record in &self.pocket_records {
             if record.fact.is_retracted() || !in_period(record.fact.effective_at()) {
                 continue;
             }

@@ -3,6 +3,8 @@
 //! An event counts when `effective_at ≤ as_of` and `recorded_at ≤ known_at`; a retraction counts
 //! by its own `recorded_at`, so at a `known_at` before it the retracted event still stands.
 
+use std::num::NonZeroU64;
+
 use chrono::{DateTime, Utc};
 
 /// A point in both times; `None` means "everything" on that axis (the latest state).
@@ -54,13 +56,24 @@ pub(crate) fn from_nanos(at: Nanos) -> DateTime<Utc> {
 pub struct Fact {
     effective_at: Nanos,
     recorded_at: Nanos,
-    pub position: u64,
+    /// Never 0 (positions start at 1), which lets `Option<Fact>` take no more room than a fact.
+    position: NonZeroU64,
     retracted_at: Nanos,
 }
 
 impl Fact {
     pub fn new(effective_at: DateTime<Utc>, recorded_at: DateTime<Utc>, position: u64) -> Fact {
-        Fact { effective_at: nanos(effective_at), recorded_at: nanos(recorded_at), position, retracted_at: NEVER }
+        Fact {
+            effective_at: nanos(effective_at),
+            recorded_at: nanos(recorded_at),
+            position: NonZeroU64::new(position).expect("log positions start at 1"),
+            retracted_at: NEVER,
+        }
+    }
+
+    /// The position of the event that made the fact true.
+    pub fn position(&self) -> u64 {
+        self.position.get()
     }
 
     pub fn effective_at(&self) -> DateTime<Utc> {

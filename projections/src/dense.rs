@@ -1,0 +1,83 @@
+//! Dense numbers for the ids and names the read models refer to millions of times.
+//!
+//! A member's id is 16 bytes and a hash-table slot keyed by it holds room for twice the members;
+//! the facts refer to members, branches and outside organisations millions of times over. Each
+//! is numbered once, in order of first appearance, and the facts hold the 4-byte number: tables
+//! per member or branch become plain vectors indexed by it. Numbers are never reused or removed
+//! (a retracted member keeps its number), so a number stays valid for the life of the models.
+
+use std::hash::Hash;
+
+use foldhash::HashMap;
+
+/// Numbers `Id`s densely from 0.
+#[derive(Debug, Clone)]
+pub(crate) struct Dense<Id> {
+    ids: Vec<Id>,
+    number_of: HashMap<Id, u32>,
+}
+
+impl<Id> Default for Dense<Id> {
+    fn default() -> Self {
+        Dense { ids: Vec::new(), number_of: HashMap::default() }
+    }
+}
+
+impl<Id: Clone + Eq + Hash> Dense<Id> {
+    /// The id's number, numbering it if it is new; `true` when it was.
+    pub fn number(&mut self, id: &Id) -> (u32, bool) {
+        if let Some(number) = self.number_of.get(id) {
+            return (*number, false);
+        }
+        let number = u32::try_from(self.ids.len()).expect("fewer than 2^32 distinct ids");
+        crate::engine::push_gently(&mut self.ids, id.clone());
+        self.number_of.insert(id.clone(), number);
+        (number, true)
+    }
+
+    /// The number of an id already numbered.
+    pub fn get(&self, id: &Id) -> Option<u32> {
+        self.number_of.get(id).copied()
+    }
+
+    /// The id with this number (numbers come only from this table).
+    pub fn id(&self, number: u32) -> &Id {
+        &self.ids[number as usize]
+    }
+}
+
+/// A member's number in the read models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct MemberNo(pub u32);
+
+/// A branch's number in the read models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct BranchNo(pub u32);
+
+impl BranchNo {
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl MemberNo {
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_dense_stable_and_round_trip() {
+        let mut dense = Dense::default();
+        assert_eq!(dense.number(&"b"), (0, true));
+        assert_eq!(dense.number(&"a"), (1, true));
+        assert_eq!(dense.number(&"b"), (0, false));
+        assert_eq!(dense.get(&"a"), Some(1));
+        assert_eq!(dense.get(&"c"), None);
+        assert_eq!(*dense.id(1), "a");
+    }
+}
