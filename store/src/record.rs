@@ -8,8 +8,16 @@
 //!
 //! Why chunks: sled 0.34 spends ~6 µs on every key it writes, plus ~6 ns per value byte (measured,
 //! BENCHMARKS.md), so one key per event caps the log near 100,000 events/s whatever the disk does.
-//! A chunk holds up to [`CHUNK_EVENTS_MAX`] consecutive events of one commit, LZ4-compressed
+//! A chunk holds up to [`CHUNK_EVENTS_TARGET`] consecutive events of one commit, LZ4-compressed
 //! (envelopes are repetitive JSON), under the key of its first position.
+//!
+//! Why not larger chunks: sled keeps up to 16 entries in a leaf page and reads, copies and caches
+//! whole pages, and its cache accounting lags behind reads by up to 256 × 64 page accesses. A
+//! chunk's size therefore sets the page size: with 64-event chunks (~13 KiB) a page was 100–200
+//! KiB, every event of a member history pulled one, and after a few thousand histories at 10 M
+//! events sled held ~500 MiB whatever its cache size. 16-event chunks cut that by ~450 MiB and
+//! member history p50 by a third, for ~6 % of batched append throughput and ~10 % more disk
+//! (BENCHMARKS.md). Logs written with 64-event chunks still read.
 //!
 //! Chunk value: `format (1) ‖ CRC-32 of the rest (4) ‖ first position (8) ‖ count (2) ‖ LZ4 block
 //! (uncompressed size prepended)`. Inside the block, each record is `length (4) ‖ chain hash (32)
@@ -26,15 +34,19 @@ use crate::{Result, StoreError};
 /// The hash the first event chains from.
 pub const GENESIS_HASH: [u8; 32] = [0; 32];
 
-/// Events in one chunk. Small enough that reading one event decompresses little, large enough
-/// that sled's per-key cost is spread thin.
-pub const CHUNK_EVENTS_MAX: usize = 64;
+/// Events the writer puts in one chunk. Small enough that reading one event pulls little into
+/// memory (see above), large enough that sled's per-key cost is spread thin.
+pub const CHUNK_EVENTS_TARGET: usize = 16;
 
 /// Uncompressed bytes after which a chunk is sealed (a chunk may exceed it by one record).
-pub const CHUNK_BYTES_TARGET: usize = 32 * 1024;
+pub const CHUNK_BYTES_TARGET: usize = 8 * 1024;
 
-/// Uncompressed bytes a stored chunk may claim; anything larger is damage, not data.
-const CHUNK_RAW_BYTES_MAX: usize = CHUNK_BYTES_TARGET + crate::limits::EVENT_DATA_BYTES_MAX + 4096;
+/// Events a stored chunk may hold: earlier logs were written with 64 a chunk.
+pub const CHUNK_EVENTS_MAX: usize = 64;
+
+/// Uncompressed bytes a stored chunk may claim (earlier logs sealed chunks at 32 KiB); anything
+/// larger is damage, not data.
+const CHUNK_RAW_BYTES_MAX: usize = 32 * 1024 + crate::limits::EVENT_DATA_BYTES_MAX + 4096;
 
 const FORMAT_CHUNK_V1: u8 = 2;
 const CHUNK_HEADER_BYTES: usize = 1 + 4 + 8 + 2;
@@ -189,7 +201,7 @@ impl ChunkWriter {
         self.raw[start + 4..start + 36].copy_from_slice(&hash);
         self.raw[start + 36..start + 44].copy_from_slice(&stamp.previous_in_stream.to_be_bytes());
         self.count += 1;
-        if self.count == CHUNK_EVENTS_MAX || self.raw.len() >= CHUNK_BYTES_TARGET {
+        if self.count == CHUNK_EVENTS_TARGET || self.raw.len() >= CHUNK_BYTES_TARGET {
             self.seal();
         }
         hash
@@ -394,7 +406,8 @@ mod tests {
     #[test]
     fn records_round_trip_through_chunks_and_chain() {
         let sealed = chunks(100);
-        assert_eq!(sealed.iter().map(|(first, _)| *first).collect::<Vec<_>>(), vec![7, 71]);
+        let firsts: Vec<u64> = sealed.iter().map(|(first, _)| *first).collect();
+        assert_eq!(firsts, (7..107).step_by(CHUNK_EVENTS_TARGET).collect::<Vec<_>>());
         let mut previous = GENESIS_HASH;
         for (first, value) in &sealed {
             let chunk = Chunk::decode(*first, value).unwrap();
@@ -412,6 +425,23 @@ mod tests {
             .to_owned();
         assert!(text.starts_with(r#"{"position":7,"event_id":"#), "{text}");
         assert!(text.contains(r#""effective_at":"2026-09-21T14:13:20Z""#), "{text}");
+    }
+
+    #[test]
+    fn chunks_of_earlier_logs_still_read() {
+        // Earlier logs sealed chunks of up to 64 events: frame one such chunk by hand.
+        let one_chunk = chunks(CHUNK_EVENTS_MAX as u64);
+        let mut raw = Vec::new();
+        for (first, value) in &one_chunk {
+            let chunk = Chunk::decode(*first, value).unwrap();
+            raw.extend_from_slice(&chunk.raw);
+        }
+        let wide = seal_chunk(7, CHUNK_EVENTS_MAX, &raw);
+        let chunk = Chunk::decode(7, &wide).unwrap();
+        assert_eq!(chunk.last_position(), 7 + CHUNK_EVENTS_MAX as u64 - 1);
+        assert_eq!(chunk.record(70).unwrap().envelope().unwrap().position, 70);
+        let too_many = seal_chunk(7, CHUNK_EVENTS_MAX + 1, &raw);
+        assert!(matches!(Chunk::decode(7, &too_many), Err(StoreError::Corrupt { .. })));
     }
 
     #[test]
