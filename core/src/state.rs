@@ -285,13 +285,19 @@ fn create_member(event: &RecordedEvent) -> Option<MemberState> {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct World {
     branches: HashMap<BranchId, BranchState>,
-    /// Boxed: a hash table sizes its slots for up to twice its entries, so slots hold pointers.
-    members: HashMap<MemberId, Box<MemberStream>>,
-    /// Every transfer ever issued → its member (so an unknown id is `not_found`, a closed one
-    /// `no_open_transfer`).
-    transfers: HashMap<TransferId, MemberId>,
-    /// A branch's home members (left and deceased members have no home).
-    homes: HashMap<BranchId, BTreeSet<MemberId>>,
+    /// Every member stream gets a number, in order of its first event, kept for good (a member
+    /// whose creation is retracted keeps it): indexes by number are plain vectors, and the read
+    /// models built on this world number their facts the same way.
+    member_numbers: HashMap<MemberId, u32>,
+    member_ids: Vec<MemberId>,
+    /// By number. Boxed: most members are read rarely, and a vector grown by doubling would
+    /// otherwise carry up to as many empty member-sized slots as full ones.
+    members: Vec<Box<MemberStream>>,
+    /// Every transfer ever issued → its member's number (so an unknown id is `not_found`, a
+    /// closed one `no_open_transfer`).
+    transfers: HashMap<TransferId, u32>,
+    /// A branch's home members by number (left and deceased members have no home).
+    homes: HashMap<BranchId, BTreeSet<u32>>,
     /// The last position applied.
     position: u64,
 }
@@ -306,30 +312,43 @@ impl World {
     }
 
     pub fn member_stream(&self, id: MemberId) -> Option<&MemberStream> {
-        self.members.get(&id).map(|stream| &**stream)
+        self.member_number(id).map(|number| &*self.members[number as usize])
     }
 
     /// A member that exists (its creating event stands).
     pub fn member(&self, id: MemberId) -> Option<&MemberState> {
-        self.members.get(&id).and_then(|stream| stream.member.as_ref())
+        self.member_stream(id).and_then(|stream| stream.member.as_ref())
     }
 
+    /// Members that exist, in order of number.
     pub fn members(&self) -> impl Iterator<Item = &MemberState> {
-        self.members.values().filter_map(|stream| stream.member.as_ref())
+        self.members.iter().filter_map(|stream| stream.member.as_ref())
     }
 
+    /// The number of a member stream that has events (see `member_numbers`).
+    pub fn member_number(&self, id: MemberId) -> Option<u32> {
+        self.member_numbers.get(&id).copied()
+    }
+
+    /// The member stream with this number (numbers come from this world).
+    pub fn member_id(&self, number: u32) -> MemberId {
+        self.member_ids[number as usize]
+    }
+
+    /// The member of a letter ever issued.
     pub fn transfer_member(&self, id: TransferId) -> Option<MemberId> {
-        self.transfers.get(&id).copied()
+        self.transfers.get(&id).map(|number| self.member_id(*number))
     }
 
+    /// A branch's home members, in order of number.
     pub fn home_members(&self, branch: BranchId) -> impl Iterator<Item = MemberId> + '_ {
-        self.homes.get(&branch).into_iter().flatten().copied()
+        self.homes.get(&branch).into_iter().flatten().map(|number| self.member_id(*number))
     }
 
     /// The version of a stream (0: none), for `expected_version` checks at the log.
     pub fn stream_version(&self, stream: StreamId) -> u64 {
         match stream {
-            StreamId::Member(id) => self.members.get(&id).map_or(0, |s| s.version),
+            StreamId::Member(id) => self.member_stream(id).map_or(0, |s| s.version),
             StreamId::Branch(id) => self.branches.get(&id).map_or(0, |b| b.version),
         }
     }
@@ -351,9 +370,9 @@ impl World {
             StreamId::Member(id) => {
                 // Only the home is needed from before: updating in place spares a clone of the
                 // member per event (the fold runs millions of times in a rebuild).
-                let old_home =
-                    self.members.get(&id).and_then(|s| s.member.as_ref()).and_then(|m| m.branch_id);
-                let stream = self.members.entry(id).or_default();
+                let number = self.number_member(id);
+                let stream = &mut self.members[number as usize];
+                let old_home = stream.member.as_ref().and_then(|m| m.branch_id);
                 match &event.data {
                     EventData::EventRetracted { .. } => **stream = MemberStream::fold(&history(id)),
                     _ => stream.apply_live(event),
@@ -361,7 +380,7 @@ impl World {
                 let new_home = stream.member.as_ref().and_then(|m| m.branch_id);
                 let open =
                     stream.member.as_ref().and_then(|m| m.open_transfer.as_ref()).map(|o| o.transfer_id);
-                self.reindex(id, old_home, new_home, open);
+                self.reindex(number, old_home, new_home, open);
             }
         }
     }
@@ -402,9 +421,21 @@ impl World {
         }
     }
 
+    /// The member's number, numbering a new stream (with no events yet).
+    fn number_member(&mut self, id: MemberId) -> u32 {
+        if let Some(number) = self.member_numbers.get(&id) {
+            return *number;
+        }
+        let number = u32::try_from(self.members.len()).expect("fewer than 2^32 members");
+        self.member_numbers.insert(id, number);
+        self.member_ids.push(id);
+        self.members.push(Box::default());
+        number
+    }
+
     fn reindex(
         &mut self,
-        id: MemberId,
+        id: u32,
         old_home: Option<BranchId>,
         new_home: Option<BranchId>,
         open: Option<TransferId>,

@@ -1,10 +1,12 @@
 //! Dense numbers for the ids and names the read models refer to millions of times.
 //!
-//! A member's id is 16 bytes and a hash-table slot keyed by it holds room for twice the members;
-//! the facts refer to members, branches and outside organisations millions of times over. Each
-//! is numbered once, in order of first appearance, and the facts hold the 4-byte number: tables
-//! per member or branch become plain vectors indexed by it. Numbers are never reused or removed
-//! (a retracted member keeps its number), so a number stays valid for the life of the models.
+//! An id is 16 bytes and a hash-table slot keyed by it holds room for twice the entries; the
+//! facts refer to members, branches and outside organisations millions of times over. Each is
+//! numbered once, in order of first appearance, and the facts hold the 4-byte number: tables per
+//! member or branch become plain vectors indexed by it. Numbers are never reused or removed (a
+//! retracted member keeps its number), so a number stays valid for the life of the models.
+//! Members carry the write model's numbers (`World::member_number`); branches and outside
+//! organisations are numbered here.
 
 use std::hash::Hash;
 

@@ -196,8 +196,8 @@ pub(crate) struct PocketRecord {
 pub struct Projections {
     pub(crate) config: RulesConfig,
     pub(crate) world: World,
-    /// Members, branches and outside organisations numbered for the facts (see `dense`).
-    pub(crate) member_numbers: Dense<MemberId>,
+    /// Branches and outside organisations numbered for the facts (see `dense`); members carry
+    /// the write model's numbers.
     pub(crate) branch_numbers: Dense<BranchId>,
     pub(crate) external_names: Dense<Box<str>>,
     pub(crate) branches: HashMap<BranchId, BranchFacts>,
@@ -285,7 +285,6 @@ impl Projections {
             }
             StreamId::Member(member) => {
                 let before = Snapshot::of(self.world.member(member));
-                let number = self.member_number(member);
                 match &event.data {
                     EventData::EventRetracted { position, .. } => {
                         let stream = history(member);
@@ -293,6 +292,7 @@ impl Projections {
                             stream.iter().find(|e| e.position == *position).map(|e| e.effective_at);
                         let name = self.world.member(member).map(|m| Box::<str>::from(m.name.as_str()));
                         self.world.apply(event, |_| stream);
+                        let number = self.member_number(member);
                         let after = Snapshot::of(self.world.member(member));
                         self.update_current(member, number, &before, &after, event);
                         if after.status.is_none() {
@@ -306,6 +306,7 @@ impl Projections {
                     }
                     data => {
                         self.world.apply(event, history);
+                        let number = self.member_number(member);
                         let after = Snapshot::of(self.world.member(member));
                         self.update_current(member, number, &before, &after, event);
                         self.record_facts(number, &before, &after, data, fact);
@@ -315,11 +316,19 @@ impl Projections {
         }
     }
 
-    /// The member's number, numbering it (with empty facts) if it is new.
+    /// The member's number — the write model's, given at its first event, which has been applied
+    /// to it — with a place for its facts.
     fn member_number(&mut self, member: MemberId) -> MemberNo {
-        let (number, new) = self.member_numbers.number(&member);
-        if new {
-            push_gently(&mut self.members, MemberFacts::default());
+        let number =
+            self.world.member_number(member).expect("the write model has applied the member's event");
+        let needed = number as usize + 1;
+        if self.members.len() < needed {
+            // Grown by a quarter, as the other long lists are, not doubled.
+            let room = (needed - self.members.len()).max(self.members.len() / 4);
+            if self.members.capacity() < needed {
+                self.members.reserve_exact(room);
+            }
+            self.members.resize_with(needed, MemberFacts::default);
         }
         MemberNo(number)
     }

@@ -189,7 +189,7 @@ pub const SEARCH_RESULTS_MAX: usize = 100;
 impl Projections {
     /// A member's name: the write model's, or the one kept when the creation was retracted.
     fn member_name(&self, member: MemberNo) -> &str {
-        match self.world.member(*self.member_numbers.id(member.0)) {
+        match self.world.member(self.world.member_id(member.0)) {
             Some(state) => &state.name,
             None => self.names_of_retracted.get(&member).map(|name| &**name).unwrap_or_default(),
         }
@@ -204,7 +204,7 @@ impl Projections {
         };
         TransferRow {
             transfer_id,
-            member_id: *self.member_numbers.id(facts.member.0),
+            member_id: self.world.member_id(facts.member.0),
             from_branch_id: *self.branch_numbers.id(facts.from.0),
             to_branch_id,
             to_external,
@@ -312,7 +312,7 @@ impl Projections {
             .filter_map(|interval| {
                 let facts = &self.members[interval.member.index()];
                 Some(RosterEntry {
-                    member_id: *self.member_numbers.id(interval.member.0),
+                    member_id: self.world.member_id(interval.member.0),
                     name: self.member_name(interval.member).to_owned(),
                     status: facts.status_at(at)?,
                     relation: interval.relation,
