@@ -1,7 +1,7 @@
 //! One member's stream read straight from the log, with nothing else in the process: how much of
 //! a member history's latency is the log's own (chunk reads), and how much the read models add.
 //!
-//! cargo run --release -p flowbook-projections --example history_probe -- D [--cache-mib 256]
+//! cargo run --release -p flowbook-projections --example history_probe -- D [--cache-mib 64]
 //!
 //! Takes the member streams of 10,000 events from the middle of the log and reads 3,000 of them
 //! whole; prints p50 / p99. Run it twice: the first run shows a cold page cache, the second a warm one.
@@ -13,7 +13,7 @@ fn main() {
     let dir = args.next().expect("usage: history_probe DIR [--cache-mib N]");
     let cache_mib: u64 = match (args.next().as_deref(), args.next()) {
         (Some("--cache-mib"), Some(value)) => value.parse().expect("--cache-mib N"),
-        _ => 256,
+        _ => 64,
     };
     let options = StoreOptions { cache_capacity_bytes: cache_mib << 20, ..StoreOptions::default() };
     let store = Store::open(&dir, options).expect("open the store");

@@ -3,7 +3,7 @@
 //!
 //! cargo run --release -p flowbook-projections --example projection_bench -- generate --dir D \
 //!     [--members 1000000] [--branches 20000] [--events 10000000]
-//! cargo run --release -p flowbook-projections --example projection_bench -- measure --dir D [--cache-mib 256]
+//! cargo run --release -p flowbook-projections --example projection_bench -- measure --dir D [--cache-mib 64]
 //!
 //! `generate` drives realistic commands (registrations, verifications, transfers issued and
 //! completed, departures, arrivals, returns, lost contact, status changes) through the core's
@@ -289,7 +289,7 @@ fn peak_memory_mib() -> f64 {
 }
 
 fn measure(dir: &Path, cache_mib: u64) {
-    // sled's cache, passed explicitly (default 256 MiB of the 2 GiB budget).
+    // sled's cache, passed explicitly (default 64 MiB of the 2 GiB budget: see the store's DEFAULT_CACHE_BYTES).
     let options = StoreOptions { cache_capacity_bytes: cache_mib * 1024 * 1024, ..StoreOptions::default() };
     let store = Arc::new(Store::open(dir, options).expect("open store"));
     let events = store.head();
@@ -362,7 +362,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let phase = args.next().unwrap_or_default();
     let (mut dir, mut members, mut branches, mut events, mut cache_mib) =
-        (PathBuf::from("target/bench-projections"), 1_000_000, 20_000, 10_000_000u64, 256u64);
+        (PathBuf::from("target/bench-projections"), 1_000_000, 20_000, 10_000_000u64, 64u64);
     while let Some(flag) = args.next() {
         let value = args.next().unwrap_or_else(|| panic!("{flag} needs a value"));
         match flag.as_str() {

@@ -40,7 +40,7 @@ pub const BATCH_EVENTS: usize = 1_000;
 pub const BATCH_APPENDERS: usize = 4;
 
 /// sled's cache, set explicitly so that peak memory means something.
-pub const CACHE_BYTES: u64 = 256 * 1024 * 1024;
+pub const CACHE_BYTES: u64 = flowbook_store::DEFAULT_CACHE_BYTES;
 
 #[derive(Debug, Clone)]
 pub struct BenchOptions {

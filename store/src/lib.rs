@@ -69,6 +69,7 @@ pub fn disk_bytes(dir: &std::path::Path) -> u64 {
 }
 pub use store::{
     AppendRequest, Appended, Clock, IdempotencyKey, Store, StoreOptions, Submitted, Tail, VerifyReport,
+    DEFAULT_CACHE_BYTES,
 };
 
 /// Everything that can go wrong in the log. Callers map these to their own errors; none of them is
