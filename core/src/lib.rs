@@ -11,6 +11,7 @@ pub mod config;
 pub mod decide;
 pub mod error;
 pub mod event;
+pub mod grow;
 pub mod ids;
 pub mod state;
 

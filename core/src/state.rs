@@ -16,6 +16,7 @@ use foldhash::HashMap;
 use chrono::{DateTime, Utc};
 
 use crate::event::{BranchKind, DiscoverySource, EventData, MemberStatus, RecordedEvent};
+use crate::grow::push_gently;
 use crate::ids::{BranchId, MemberId, StreamId, TransferId};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -293,9 +294,10 @@ pub struct World {
     /// By number. Boxed: most members are read rarely, and a vector grown by doubling would
     /// otherwise carry up to as many empty member-sized slots as full ones.
     members: Vec<Box<MemberStream>>,
-    /// Every transfer ever issued → its member's number (so an unknown id is `not_found`, a
-    /// closed one `no_open_transfer`).
-    transfers: HashMap<TransferId, u32>,
+    /// Every letter ever issued, numbered in order of issue (so an unknown id is `not_found`, a
+    /// closed one `no_open_transfer`), and by number its id and its member's number.
+    transfer_numbers: HashMap<TransferId, u32>,
+    transfers: Vec<(TransferId, u32)>,
     /// A branch's home members by number (left and deceased members have no home).
     homes: HashMap<BranchId, BTreeSet<u32>>,
     /// The last position applied.
@@ -337,7 +339,18 @@ impl World {
 
     /// The member of a letter ever issued.
     pub fn transfer_member(&self, id: TransferId) -> Option<MemberId> {
-        self.transfers.get(&id).map(|number| self.member_id(*number))
+        self.transfer_number(id).map(|number| self.transfer(number).1)
+    }
+
+    /// The number of a letter ever issued (see `transfer_numbers`).
+    pub fn transfer_number(&self, id: TransferId) -> Option<u32> {
+        self.transfer_numbers.get(&id).copied()
+    }
+
+    /// The letter with this number (numbers come from this world): its id and its member.
+    pub fn transfer(&self, number: u32) -> (TransferId, MemberId) {
+        let (id, member) = self.transfers[number as usize];
+        (id, self.member_id(member))
     }
 
     /// A branch's home members, in order of number.
@@ -428,8 +441,8 @@ impl World {
         }
         let number = u32::try_from(self.members.len()).expect("fewer than 2^32 members");
         self.member_numbers.insert(id, number);
-        self.member_ids.push(id);
-        self.members.push(Box::default());
+        push_gently(&mut self.member_ids, id);
+        push_gently(&mut self.members, Box::default());
         number
     }
 
@@ -451,7 +464,11 @@ impl World {
             }
         }
         if let Some(transfer) = open {
-            self.transfers.insert(transfer, id);
+            if !self.transfer_numbers.contains_key(&transfer) {
+                let number = u32::try_from(self.transfers.len()).expect("fewer than 2^32 letters");
+                self.transfer_numbers.insert(transfer, number);
+                push_gently(&mut self.transfers, (transfer, id));
+            }
         }
     }
 }

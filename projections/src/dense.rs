@@ -32,7 +32,7 @@ impl<Id: Clone + Eq + Hash> Dense<Id> {
             return (*number, false);
         }
         let number = u32::try_from(self.ids.len()).expect("fewer than 2^32 distinct ids");
-        crate::engine::push_gently(&mut self.ids, id.clone());
+        flowbook_core::grow::push_gently(&mut self.ids, id.clone());
         self.number_of.insert(id.clone(), number);
         (number, true)
     }

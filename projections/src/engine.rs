@@ -22,6 +22,8 @@ use flowbook_core::{
     StreamId, TransferId, World,
 };
 
+use flowbook_core::grow::{push_exact, push_gently};
+
 use crate::dense::{BranchNo, Dense, MemberNo};
 use crate::time::{nanos, At, Fact, Nanos};
 
@@ -208,9 +210,9 @@ pub struct Projections {
     /// A member's name, kept only once its creating event is retracted: past views still show
     /// the member, and the write model no longer has it. Otherwise the name is the write model's.
     pub(crate) names_of_retracted: HashMap<MemberNo, Box<str>>,
-    /// Boxed: a hash table sizes its slots for up to twice its entries, and every letter ever
-    /// issued stays listed.
-    pub(crate) transfers: HashMap<TransferId, Box<TransferFacts>>,
+    /// By the write model's letter number; `None`: not issued as far as the read models know (the
+    /// issue was retracted).
+    pub(crate) transfers: Vec<Option<TransferFacts>>,
     pub(crate) mobile: BTreeSet<MemberId>,
     pub(crate) pocket: BTreeSet<MemberId>,
     /// Flow records by the day they took effect (in a B-tree keyed per record, each cost ~240
@@ -393,14 +395,15 @@ impl Projections {
                     // A retraction that closes a letter retracted its issue: as if never issued.
                     _ => None,
                 };
-                match state {
-                    Some(state) => {
-                        if let Some(row) = self.transfers.get_mut(&closed) {
-                            row.state = state;
+                let number = self.world.transfer_number(closed).expect("the write model numbered it");
+                if let Some(slot) = self.transfers.get_mut(number as usize) {
+                    match state {
+                        Some(state) => {
+                            if let Some(row) = slot {
+                                row.state = state;
+                            }
                         }
-                    }
-                    None => {
-                        self.transfers.remove(&closed);
+                        None => *slot = None,
                     }
                 }
             }
@@ -414,7 +417,13 @@ impl Projections {
                     initiated_at: nanos(opened.initiated_at),
                     valid_until: nanos(opened.valid_until),
                 };
-                self.transfers.insert(opened.transfer_id, Box::new(facts));
+                let number =
+                    self.world.transfer_number(opened.transfer_id).expect("the write model numbered it");
+                let number = number as usize;
+                while self.transfers.len() <= number {
+                    push_gently(&mut self.transfers, None);
+                }
+                self.transfers[number] = Some(facts);
             }
         }
         if before.mobile != after.mobile {
@@ -551,23 +560,6 @@ impl Projections {
             self.pocket_records[found].fact.retract(retracted_at);
         }
     }
-}
-
-/// Pushes without the spare room `Vec::push` leaves: a million members' short lists (an
-/// interval's ends, a member's statuses and intervals: one to three entries each) would otherwise
-/// each hold room for four.
-/// Pushes onto a long list (a day's flow records, a branch's intervals) growing it by a quarter
-/// rather than doubling: millions of records would otherwise carry up to as much spare room.
-pub(crate) fn push_gently<T>(list: &mut Vec<T>, item: T) {
-    if list.len() == list.capacity() {
-        list.reserve_exact((list.len() / 4).max(8));
-    }
-    list.push(item);
-}
-
-fn push_exact<T>(list: &mut Vec<T>, item: T) {
-    list.reserve_exact(1);
-    list.push(item);
 }
 
 fn open_slot(facts: &mut MemberFacts, relation: Relation) -> &mut Option<IntervalRef> {

@@ -329,8 +329,10 @@ impl Projections {
         let mut rows: Vec<TransferRow> = self
             .transfers
             .iter()
+            .enumerate()
+            .filter_map(|(number, facts)| Some((self.world.transfer(number as u32).0, facts.as_ref()?)))
             .map(|(transfer_id, facts)| {
-                let mut row = self.transfer_row(*transfer_id, facts);
+                let mut row = self.transfer_row(transfer_id, facts);
                 if row.state == TransferState::Open && row.valid_until < now {
                     row.state = TransferState::Overdue;
                 }
