@@ -327,6 +327,12 @@ impl World {
         self.members.iter().filter_map(|stream| stream.member.as_ref())
     }
 
+    /// The member with this number, if it exists (numbers come from this world): what callers
+    /// that already hold the number use, sparing a lookup by id.
+    pub fn member_by_number(&self, number: u32) -> Option<&MemberState> {
+        self.members.get(number as usize).and_then(|stream| stream.member.as_ref())
+    }
+
     /// The number of a member stream that has events (see `member_numbers`).
     pub fn member_number(&self, id: MemberId) -> Option<u32> {
         self.member_numbers.get(&id).copied()

@@ -286,16 +286,20 @@ impl Projections {
                 }
             }
             StreamId::Member(member) => {
-                let before = Snapshot::of(self.world.member(member));
+                // One lookup by id: the rest go by number.
+                let known = self.world.member_number(member);
+                let before = Snapshot::of(known.and_then(|number| self.world.member_by_number(number)));
                 match &event.data {
                     EventData::EventRetracted { position, .. } => {
                         let stream = history(member);
                         let retracted_effective_at =
                             stream.iter().find(|e| e.position == *position).map(|e| e.effective_at);
-                        let name = self.world.member(member).map(|m| Box::<str>::from(m.name.as_str()));
+                        let name = known
+                            .and_then(|number| self.world.member_by_number(number))
+                            .map(|m| Box::<str>::from(m.name.as_str()));
                         self.world.apply(event, |_| stream);
-                        let number = self.member_number(member);
-                        let after = Snapshot::of(self.world.member(member));
+                        let number = self.member_number(member, known);
+                        let after = Snapshot::of(self.world.member_by_number(number.0));
                         self.update_current(member, number, &before, &after, event);
                         if after.status.is_none() {
                             if let Some(name) = name {
@@ -308,8 +312,8 @@ impl Projections {
                     }
                     data => {
                         self.world.apply(event, history);
-                        let number = self.member_number(member);
-                        let after = Snapshot::of(self.world.member(member));
+                        let number = self.member_number(member, known);
+                        let after = Snapshot::of(self.world.member_by_number(number.0));
                         self.update_current(member, number, &before, &after, event);
                         self.record_facts(number, &before, &after, data, fact);
                     }
@@ -320,9 +324,10 @@ impl Projections {
 
     /// The member's number — the write model's, given at its first event, which has been applied
     /// to it — with a place for its facts.
-    fn member_number(&mut self, member: MemberId) -> MemberNo {
-        let number =
-            self.world.member_number(member).expect("the write model has applied the member's event");
+    fn member_number(&mut self, member: MemberId, known: Option<u32>) -> MemberNo {
+        let number = known
+            .or_else(|| self.world.member_number(member))
+            .expect("the write model has applied the member's event");
         let needed = number as usize + 1;
         if self.members.len() < needed {
             // Grown by a quarter, as the other long lists are, not doubled.
@@ -407,7 +412,8 @@ impl Projections {
                     }
                 }
             }
-            let opened = self.world.member(member).and_then(|m| m.open_transfer.as_deref()).cloned();
+            let opened =
+                self.world.member_by_number(number.0).and_then(|m| m.open_transfer.as_deref()).cloned();
             if let Some(opened) = opened {
                 let facts = TransferFacts {
                     member: number,
