@@ -97,6 +97,19 @@ async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
 }
 
+/// Accepted connections with Nagle's algorithm off: every answer is one write that should leave
+/// at once, not wait for the client's acknowledgement of the previous one.
+pub fn without_nagle(
+    listener: tokio::net::TcpListener,
+) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(|connection| {
+        if let Err(error) = connection.set_nodelay(true) {
+            tracing::debug!("could not set TCP_NODELAY: {error}");
+        }
+    })
+}
+
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/branches", post(writes::write).get(reads::branches))

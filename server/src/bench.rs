@@ -469,7 +469,7 @@ fn serve_in_background(
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let router = crate::app::router(state.clone());
     let served = runtime.spawn(async move {
-        axum::serve(listener, router)
+        axum::serve(crate::app::without_nagle(listener), router)
             .with_graceful_shutdown(async {
                 let _ = stopped.await;
             })

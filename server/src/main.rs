@@ -381,8 +381,9 @@ fn serve(
                 }
             });
         }
-        let served =
-            axum::serve(listener, app::router(state)).with_graceful_shutdown(shutdown_signal()).await;
+        let served = axum::serve(app::without_nagle(listener), app::router(state))
+            .with_graceful_shutdown(shutdown_signal())
+            .await;
         match served {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
