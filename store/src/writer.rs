@@ -146,7 +146,8 @@ pub(crate) struct Writer {
     head: HeadState,
     clock: Clock,
     /// The stream heads of the commit in flight (applied, not yet published).
-    in_flight_heads: HashMap<String, Head>,
+    /// Shared with the flight: the syncer publishes the same map, so it is never copied.
+    in_flight_heads: Arc<HashMap<String, Head>>,
     poison: Poison,
     syncer: Option<Syncer>,
 }
@@ -155,7 +156,7 @@ pub(crate) struct Writer {
 struct Flight {
     applied: Result<()>,
     head: HeadState,
-    stream_heads: HashMap<String, Head>,
+    stream_heads: Arc<HashMap<String, Head>>,
     writes: usize,
     staged: Vec<Staged>,
     replies: Vec<oneshot::Sender<Result<Appended>>>,
@@ -210,7 +211,7 @@ impl Writer {
             poison: Arc::clone(&poison),
             since_snapshot: 0,
         };
-        Ok(Writer { shared, head, clock, in_flight_heads: HashMap::new(), poison, syncer: Some(syncer) })
+        Ok(Writer { shared, head, clock, in_flight_heads: Arc::default(), poison, syncer: Some(syncer) })
     }
 
     pub fn run(mut self, mut queue: mpsc::Receiver<Job>) {
@@ -258,7 +259,7 @@ impl Writer {
         let mut flight = Flight {
             applied: Ok(()),
             head: self.head.clone(),
-            stream_heads: HashMap::new(),
+            stream_heads: Arc::default(),
             writes: 0,
             staged: Vec::with_capacity(jobs.len()),
             replies: Vec::with_capacity(jobs.len()),
@@ -299,15 +300,15 @@ impl Writer {
             }
             flight.applied = self.shared.tree.apply_batch(batch).map_err(StoreError::from);
         }
+        flight.stream_heads = Arc::new(pending.stream_heads);
         match &flight.applied {
             Err(error) => *self.poison.lock().expect("poison lock") = Some(error.to_string()),
             Ok(()) => {
                 self.head = pending.head.clone();
-                self.in_flight_heads = pending.stream_heads.clone();
+                self.in_flight_heads = Arc::clone(&flight.stream_heads);
             }
         }
         flight.head = pending.head;
-        flight.stream_heads = pending.stream_heads;
         flight.writes = pending.writes;
         flight
     }
@@ -430,8 +431,14 @@ impl Syncer {
                 self.since_snapshot += flight.writes as u64;
                 let committed = flight.head.next_position - 1;
                 let mut heads = self.shared.heads.write().expect("heads lock");
-                for (stream, head) in flight.stream_heads {
-                    heads.insert(stream.into_boxed_str(), head);
+                for (stream, head) in flight.stream_heads.iter() {
+                    // Most streams exist already: only a new one costs an allocation.
+                    match heads.get_mut(stream.as_str()) {
+                        Some(existing) => *existing = *head,
+                        None => {
+                            heads.insert(stream.as_str().into(), *head);
+                        }
+                    }
                 }
                 // Under the heads lock, so that a snapshot sees heads and position together.
                 self.shared.committed_head.store(committed, Ordering::Release);
