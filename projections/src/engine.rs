@@ -617,3 +617,22 @@ fn set_membership(set: &mut BTreeSet<MemberId>, member: MemberId, present: bool)
         set.remove(&member);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The 2 GiB budget at 10 M events rests on these sizes (BENCHMARKS.md, third session): a
+    /// field added to a fact or record multiplies by millions.
+    #[test]
+    fn facts_and_records_keep_their_sizes() {
+        use std::mem::size_of;
+        assert_eq!(size_of::<Fact>(), 32);
+        assert_eq!(size_of::<Option<Fact>>(), 32, "a fact's position is never 0");
+        assert_eq!(size_of::<FlowRecord>(), 48);
+        assert_eq!(size_of::<PocketRecord>(), 40);
+        assert_eq!(size_of::<Interval>(), 80);
+        assert_eq!(size_of::<Option<TransferFacts>>(), 40);
+        assert_eq!(size_of::<MemberFacts>(), 72);
+    }
+}
