@@ -143,7 +143,7 @@ impl Store {
             }
             Err(error) => {
                 damage.get_or_insert(error.to_string());
-                <HeadMap as foldhash::HashMapExt>::new()
+                HeadMap::default()
             }
         };
         let (head_watch, _) = watch::channel(committed);

@@ -432,13 +432,7 @@ impl Syncer {
                 let committed = flight.head.next_position - 1;
                 let mut heads = self.shared.heads.write().expect("heads lock");
                 for (stream, head) in flight.stream_heads.iter() {
-                    // Most streams exist already: only a new one costs an allocation.
-                    match heads.get_mut(stream.as_str()) {
-                        Some(existing) => *existing = *head,
-                        None => {
-                            heads.insert(stream.as_str().into(), *head);
-                        }
-                    }
+                    heads.set(stream, *head);
                 }
                 // Under the heads lock, so that a snapshot sees heads and position together.
                 self.shared.committed_head.store(committed, Ordering::Release);
