@@ -472,8 +472,17 @@ fn bench_command(options: bench::BenchOptions, json: Option<&Path>) -> ExitCode 
         Err(code) => return code,
     };
     let report = bench::run(&options, &state, &runtime, |phase| eprintln!("bench: {phase}"));
+    // The processor thread lets go of the store only once it sees its queue closed, and the
+    // store's last owner closes it (a final heads snapshot): be that owner, so that the close is
+    // over before the directory goes.
+    let store = Arc::clone(state.live.store());
     drop(state);
     drop(runtime);
+    let closing = std::time::Instant::now();
+    while Arc::strong_count(&store) > 1 && closing.elapsed() < std::time::Duration::from_secs(30) {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    drop(store);
     let _ = std::fs::remove_dir_all(&options.dir);
     let report = match report {
         Ok(report) => report,
