@@ -39,9 +39,6 @@ pub const BATCH_EVENTS: usize = 1_000;
 /// Concurrent appenders of the second batched run (and PostgreSQL clients).
 pub const BATCH_APPENDERS: usize = 4;
 
-/// sled's cache, set explicitly so that peak memory means something.
-pub const CACHE_BYTES: u64 = flowbook_store::DEFAULT_CACHE_BYTES;
-
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
     pub dir: PathBuf,
@@ -51,6 +48,9 @@ pub struct BenchOptions {
     pub seed: u64,
     /// A PostgreSQL connection string: run the peer's workloads there too.
     pub postgres: Option<String>,
+    /// sled's cache for every store of the bench, set explicitly so that peak memory means
+    /// something.
+    pub cache_bytes: u64,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -113,8 +113,8 @@ pub fn peak_memory_mib() -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
-fn store_options() -> StoreOptions {
-    StoreOptions { cache_capacity_bytes: CACHE_BYTES, ..StoreOptions::default() }
+fn store_options(cache_bytes: u64) -> StoreOptions {
+    StoreOptions { cache_capacity_bytes: cache_bytes, ..StoreOptions::default() }
 }
 
 /// Events of the district the append workloads copy: enough for their mix, few enough to hold
@@ -157,8 +157,9 @@ fn append_batched(
     events: &Arc<Vec<Envelope>>,
     appenders: usize,
     seconds: f64,
+    cache_bytes: u64,
 ) -> Result<f64, String> {
-    let store = Arc::new(Store::open(dir, store_options()).map_err(|e| e.to_string())?);
+    let store = Arc::new(Store::open(dir, store_options(cache_bytes)).map_err(|e| e.to_string())?);
     let stop = Arc::new(AtomicBool::new(false));
     let appended = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -359,10 +360,16 @@ pub fn run(
 
     let events = Arc::new(district_events(&store)?);
     progress("append: the same events in transactions of 1,000, 1 appender");
-    report.append_batched_1_per_s = append_batched(&options.dir.join("append-1"), &events, 1, seconds)?;
+    report.append_batched_1_per_s =
+        append_batched(&options.dir.join("append-1"), &events, 1, seconds, options.cache_bytes)?;
     progress("append: 4 appenders");
-    report.append_batched_4_per_s =
-        append_batched(&options.dir.join("append-4"), &events, BATCH_APPENDERS, seconds)?;
+    report.append_batched_4_per_s = append_batched(
+        &options.dir.join("append-4"),
+        &events,
+        BATCH_APPENDERS,
+        seconds,
+        options.cache_bytes,
+    )?;
     progress("physical bound: the same bytes, one fdatasync per 1,000 events");
     (report.physical_bound_per_s, report.physical_fdatasyncs_per_s, report.event_bytes) =
         physical_bound(&options.dir, &events, seconds)?;

@@ -28,7 +28,10 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use flowbook_core::RulesConfig;
-use flowbook_store::{Store, StoreOptions};
+use flowbook_store::{Store, StoreOptions, DEFAULT_CACHE_BYTES};
+
+/// sled's page cache by default, in MiB (the store's default).
+const DEFAULT_CACHE_MIB: u64 = DEFAULT_CACHE_BYTES >> 20;
 
 #[derive(Parser)]
 #[command(
@@ -67,6 +70,10 @@ enum Command {
         /// Seconds an event stream's client may stop reading before the stream is cut off.
         #[arg(long, default_value_t = guard::STREAM_STALL_SECONDS, value_parser = clap::value_parser!(u64).range(1..=86_400))]
         stream_stall_seconds: u64,
+        /// sled's page cache, in MiB. A log that fits in it reads member histories from memory;
+        /// on a log of millions of events 64 MiB reads as fast and saves memory.
+        #[arg(long, default_value_t = DEFAULT_CACHE_MIB, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+        cache_mib: u64,
     },
     /// Manage access tokens.
     Token {
@@ -161,6 +168,9 @@ enum Command {
         /// (e.g. "host=127.0.0.1 port=55432 user=postgres").
         #[arg(long)]
         postgres: Option<String>,
+        /// sled's page cache of every store the bench opens, in MiB.
+        #[arg(long, default_value_t = DEFAULT_CACHE_MIB, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+        cache_mib: u64,
     },
     /// Rebuild every projection from the log, with progress, and report how long it took.
     Rebuild {
@@ -195,20 +205,30 @@ const EXIT_COULD_NOT_CHECK: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { data, addr, sweep_every, auth, max_requests, max_streams, stream_stall_seconds } => {
+        Command::Serve {
+            data,
+            addr,
+            sweep_every,
+            auth,
+            max_requests,
+            max_streams,
+            stream_stall_seconds,
+            cache_mib,
+        } => {
             let limits = guard::Limits::new(
                 max_requests as usize,
                 max_streams as usize,
                 std::time::Duration::from_secs(stream_stall_seconds),
             );
-            serve(&data, addr, sweep_every, auth.as_deref(), limits)
+            let store = StoreOptions { cache_capacity_bytes: cache_mib << 20, ..StoreOptions::default() };
+            serve(&data, addr, sweep_every, auth.as_deref(), limits, store)
         }
         Command::Token { command: TokenCommand::Add { auth, name, role, branches } } => {
             token_add(&auth, &name, &role, branches)
         }
         Command::Verify { data } => verify(&data),
         Command::Rebuild { data } => rebuild(&data),
-        Command::Bench { dir, members, clients, seconds, seed, json, postgres } => bench_command(
+        Command::Bench { dir, members, clients, seconds, seed, json, postgres, cache_mib } => bench_command(
             bench::BenchOptions {
                 dir,
                 members: members as usize,
@@ -216,6 +236,7 @@ fn main() -> ExitCode {
                 seconds,
                 seed,
                 postgres,
+                cache_bytes: cache_mib << 20,
             },
             json.as_deref(),
         ),
@@ -293,6 +314,7 @@ fn serve(
     sweep_every: u64,
     auth: Option<&Path>,
     limits: guard::Limits,
+    store_options: StoreOptions,
 ) -> ExitCode {
     let tokens = match auth {
         Some(path) => match access::AuthFile::load(path) {
@@ -316,7 +338,7 @@ fn serve(
         )
         .with_writer(std::io::stderr)
         .init();
-    let store = match Store::open(data, StoreOptions::default()) {
+    let store = match Store::open(data, store_options) {
         Ok(store) => Arc::new(store),
         Err(error) => {
             eprintln!("flowbook: cannot open the store at {}: {error}", data.display());
@@ -466,7 +488,7 @@ fn bench_command(options: bench::BenchOptions, json: Option<&Path>) -> ExitCode 
         return ExitCode::from(EXIT_COULD_NOT_CHECK);
     }
     let options_for_store =
-        StoreOptions { cache_capacity_bytes: bench::CACHE_BYTES, ..StoreOptions::default() };
+        StoreOptions { cache_capacity_bytes: options.cache_bytes, ..StoreOptions::default() };
     let (runtime, state) = match local_writer(&options.dir.join("district"), options_for_store) {
         Ok(writer) => writer,
         Err(code) => return code,

@@ -70,6 +70,11 @@ fn bad_arguments_are_refused_without_a_panic() {
     let (code, _, err) = flowbook(&["verify", "--nonsense"]);
     assert_eq!(code, 2);
     assert!(!err.contains("panicked"), "{err}");
+    for cache in ["0", "65537", "lots"] {
+        let (code, _, err) = flowbook(&["serve", "--cache-mib", cache]);
+        assert_eq!(code, 2, "--cache-mib {cache}");
+        assert!(err.contains("--cache-mib") && !err.contains("panicked"), "{err}");
+    }
 }
 
 #[test]
