@@ -10,6 +10,14 @@ pub fn push_gently<T>(list: &mut Vec<T>, item: T) {
     list.push(item);
 }
 
+/// Makes a long list at least `len` long, filling with `fill`, growing as `push_gently` does (for
+/// tables indexed by a number given elsewhere, such as the write model's member numbers).
+pub fn grow_to<T>(list: &mut Vec<T>, len: usize, mut fill: impl FnMut() -> T) {
+    while list.len() < len {
+        push_gently(list, fill());
+    }
+}
+
 /// Pushes onto a short list (a member's statuses and intervals: one to three entries each)
 /// without spare room; `Vec::push` would leave room for four.
 pub fn push_exact<T>(list: &mut Vec<T>, item: T) {
@@ -34,5 +42,8 @@ mod tests {
             assert_eq!(short.capacity(), short.len());
         }
         assert_eq!(long[999], 999);
+        grow_to(&mut long, 1_500, || 7);
+        assert_eq!((long.len(), long[1_499], long[999]), (1_500, 7, 999));
+        assert!(long.capacity() <= 1_500 + 1_500 / 4, "capacity {}", long.capacity());
     }
 }

@@ -22,7 +22,7 @@ use flowbook_core::{
     StreamId, TransferId, World,
 };
 
-use flowbook_core::grow::{push_exact, push_gently};
+use flowbook_core::grow::{grow_to, push_exact, push_gently};
 
 use crate::dense::{BranchNo, Dense, MemberNo};
 use crate::time::{nanos, At, Fact, Nanos};
@@ -328,15 +328,7 @@ impl Projections {
         let number = known
             .or_else(|| self.world.member_number(member))
             .expect("the write model has applied the member's event");
-        let needed = number as usize + 1;
-        if self.members.len() < needed {
-            // Grown by a quarter, as the other long lists are, not doubled.
-            let room = (needed - self.members.len()).max(self.members.len() / 4);
-            if self.members.capacity() < needed {
-                self.members.reserve_exact(room);
-            }
-            self.members.resize_with(needed, MemberFacts::default);
-        }
+        grow_to(&mut self.members, number as usize + 1, MemberFacts::default);
         MemberNo(number)
     }
 
@@ -425,11 +417,8 @@ impl Projections {
                 };
                 let number =
                     self.world.transfer_number(opened.transfer_id).expect("the write model numbered it");
-                let number = number as usize;
-                while self.transfers.len() <= number {
-                    push_gently(&mut self.transfers, None);
-                }
-                self.transfers[number] = Some(facts);
+                grow_to(&mut self.transfers, number as usize + 1, || None);
+                self.transfers[number as usize] = Some(facts);
             }
         }
         if before.mobile != after.mobile {
@@ -497,9 +486,11 @@ impl Projections {
         if let Some(kind) = flow {
             for branch in kind.branches() {
                 // Rules only let flows name established branches; should an imported log name
-                // another, its id stands in for the region.
-                let id = self.branch_numbers.id(branch.0).to_string();
-                self.daily_flows.regions.assign(branch, &id);
+                // another, its id stands in for the region (formatted only that once).
+                if self.daily_flows.regions.of(branch).is_none() {
+                    let id = self.branch_numbers.id(branch.0).to_string();
+                    self.daily_flows.regions.assign(branch, &id);
+                }
             }
             self.daily_flows.add(event_effective_at, &kind, 1);
             let day = self.flows.entry(crate::daily::day_of(event_effective_at)).or_default();

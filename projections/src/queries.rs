@@ -189,7 +189,7 @@ pub const SEARCH_RESULTS_MAX: usize = 100;
 impl Projections {
     /// A member's name: the write model's, or the one kept when the creation was retracted.
     fn member_name(&self, member: MemberNo) -> &str {
-        match self.world.member(self.world.member_id(member.0)) {
+        match self.world.member_by_number(member.0) {
             Some(state) => &state.name,
             None => self.names_of_retracted.get(&member).map(|name| &**name).unwrap_or_default(),
         }
