@@ -68,9 +68,75 @@ impl MemberNo {
     }
 }
 
+/// A set of members by number, one bit each: the read models' "who is mobile", "who is a pocket
+/// member now". Hundreds of thousands of members enter and leave these sets during a rebuild; a
+/// B-tree of 16-byte ids cost a search with a cache miss per level each time (an eighth of the
+/// applier's time at 10 M events), a bit costs one memory access.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct MemberSet {
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl MemberSet {
+    /// Puts the member in the set or takes it out.
+    pub fn set(&mut self, member: MemberNo, present: bool) {
+        let (word, bit) = (member.index() / 64, 1u64 << (member.index() % 64));
+        if word >= self.words.len() {
+            if !present {
+                return;
+            }
+            flowbook_core::grow::grow_to(&mut self.words, word + 1, || 0);
+        }
+        let was = self.words[word] & bit != 0;
+        if present && !was {
+            self.words[word] |= bit;
+            self.len += 1;
+        } else if !present && was {
+            self.words[word] &= !bit;
+            self.len -= 1;
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The members in the set, in order of number.
+    pub fn iter(&self) -> impl Iterator<Item = MemberNo> + '_ {
+        self.words.iter().enumerate().flat_map(|(index, &word)| {
+            let mut rest = word;
+            std::iter::from_fn(move || {
+                (rest != 0).then(|| {
+                    let bit = rest.trailing_zeros();
+                    rest &= rest - 1;
+                    MemberNo(index as u32 * 64 + bit)
+                })
+            })
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_member_set_counts_and_lists_what_it_holds() {
+        let mut set = MemberSet::default();
+        set.set(MemberNo(3), false);
+        assert_eq!((set.len(), set.iter().count()), (0, 0), "taking out what is not there");
+        for number in [200, 3, 64, 63, 3] {
+            set.set(MemberNo(number), true);
+        }
+        assert_eq!(set.len(), 4, "a member put in twice counts once");
+        assert_eq!(set.iter().map(|m| m.0).collect::<Vec<_>>(), [3, 63, 64, 200]);
+        set.set(MemberNo(64), false);
+        set.set(MemberNo(64), false);
+        assert_eq!(set.len(), 3);
+        set.set(MemberNo(9_999), false);
+        assert_eq!(set.iter().map(|m| m.0).collect::<Vec<_>>(), [3, 63, 200]);
+    }
 
     #[test]
     fn numbers_are_dense_stable_and_round_trip() {

@@ -24,7 +24,7 @@ use flowbook_core::{
 
 use flowbook_core::grow::{grow_to, push_exact, push_gently};
 
-use crate::dense::{BranchNo, Dense, MemberNo};
+use crate::dense::{BranchNo, Dense, MemberNo, MemberSet};
 use crate::time::{nanos, At, Fact, Nanos};
 
 /// Whether a member is on a roster as a home member or as a visiting mobile member.
@@ -71,7 +71,8 @@ pub(crate) struct BranchFacts {
     /// Current direct home members, full members among them, and arrived visitors.
     pub home_count: usize,
     pub full_count: usize,
-    pub visitors: BTreeSet<MemberId>,
+    /// By number: a roster reads them in full, a rebuild moves members in and out of them.
+    pub visitors: BTreeSet<MemberNo>,
 }
 
 /// Where an interval is kept: its branch's list and its place in it.
@@ -213,8 +214,8 @@ pub struct Projections {
     /// By the write model's letter number; `None`: not issued as far as the read models know (the
     /// issue was retracted).
     pub(crate) transfers: Vec<Option<TransferFacts>>,
-    pub(crate) mobile: BTreeSet<MemberId>,
-    pub(crate) pocket: BTreeSet<MemberId>,
+    pub(crate) mobile: MemberSet,
+    pub(crate) pocket: MemberSet,
     /// Flow records by the day they took effect (in a B-tree keyed per record, each cost ~240
     /// bytes; in a list per day, 48).
     pub(crate) flows: BTreeMap<i64, Vec<FlowRecord>>,
@@ -300,7 +301,7 @@ impl Projections {
                         self.world.apply(event, |_| stream);
                         let number = self.member_number(member, known);
                         let after = Snapshot::of(self.world.member_by_number(number.0));
-                        self.update_current(member, number, &before, &after, event);
+                        self.update_current(number, &before, &after, event);
                         if after.status.is_none() {
                             if let Some(name) = name {
                                 self.names_of_retracted.insert(number, name);
@@ -314,7 +315,7 @@ impl Projections {
                         self.world.apply(event, history);
                         let number = self.member_number(member, known);
                         let after = Snapshot::of(self.world.member_by_number(number.0));
-                        self.update_current(member, number, &before, &after, event);
+                        self.update_current(number, &before, &after, event);
                         self.record_facts(number, &before, &after, data, fact);
                     }
                 }
@@ -353,7 +354,6 @@ impl Projections {
     /// Current-state read models, from the member before and after the event.
     fn update_current(
         &mut self,
-        member: MemberId,
         number: MemberNo,
         before: &Snapshot,
         after: &Snapshot,
@@ -377,10 +377,10 @@ impl Projections {
         let visiting = |s: &Snapshot| s.visit.map(|(branch, _)| branch);
         if visiting(before) != visiting(after) {
             if let Some(facts) = visiting(before).and_then(|branch| self.branches.get_mut(&branch)) {
-                facts.visitors.remove(&member);
+                facts.visitors.remove(&number);
             }
             if let Some(facts) = visiting(after).and_then(|branch| self.branches.get_mut(&branch)) {
-                facts.visitors.insert(member);
+                facts.visitors.insert(number);
             }
         }
         if before.open_transfer != after.open_transfer {
@@ -422,10 +422,10 @@ impl Projections {
             }
         }
         if before.mobile != after.mobile {
-            set_membership(&mut self.mobile, member, after.mobile);
+            self.mobile.set(number, after.mobile);
         }
         if before.pocket != after.pocket {
-            set_membership(&mut self.pocket, member, after.pocket);
+            self.pocket.set(number, after.pocket);
         }
     }
 
@@ -599,14 +599,6 @@ impl Snapshot {
 /// The branch where a mobile member has reported (an arrival), if any.
 pub(crate) fn visiting_branch(state: Option<&MemberState>) -> Option<BranchId> {
     state.and_then(|s| s.mobile.as_ref()).and_then(|mobile| mobile.inflow_branch_id)
-}
-
-fn set_membership(set: &mut BTreeSet<MemberId>, member: MemberId, present: bool) {
-    if present {
-        set.insert(member);
-    } else {
-        set.remove(&member);
-    }
 }
 
 #[cfg(test)]

@@ -286,10 +286,13 @@ impl Projections {
             .map(|m| roster_entry(m, Relation::Home, m.home_since.unwrap_or(m.created_at)))
             .collect();
         if !branch.is_dissolved() {
-            entries.extend(facts.visitors.iter().filter_map(|member| self.world.member(*member)).map(|m| {
-                let since = m.mobile.as_ref().and_then(|mobile| mobile.arrived_at).unwrap_or(m.created_at);
-                roster_entry(m, Relation::Visiting, since)
-            }));
+            entries.extend(
+                facts.visitors.iter().filter_map(|member| self.world.member_by_number(member.0)).map(|m| {
+                    let since =
+                        m.mobile.as_ref().and_then(|mobile| mobile.arrived_at).unwrap_or(m.created_at);
+                    roster_entry(m, Relation::Visiting, since)
+                }),
+            );
         }
         entries.sort_by_key(|e| (e.relation == Relation::Visiting, e.member_id));
         Some(entries)
@@ -459,7 +462,7 @@ impl Projections {
         let mut inflow: BTreeMap<BranchId, u64> = BTreeMap::new();
         let (mut total, mut reported) = (0, 0);
         let mut flagged = Vec::new();
-        for member in self.mobile.iter().filter_map(|id| self.world.member(*id)) {
+        for member in self.mobile.iter().filter_map(|number| self.world.member_by_number(number.0)) {
             let Some(mobile) = &member.mobile else { continue };
             total += 1;
             *regions.entry(&mobile.destination_region).or_default() += 1;
@@ -474,6 +477,7 @@ impl Projections {
                 flagged.push(FlaggedMember { member_id: member.member_id, flags });
             }
         }
+        flagged.sort_by_key(|flagged| flagged.member_id);
         MobileStats {
             total,
             reported,
