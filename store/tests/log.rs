@@ -284,6 +284,73 @@ fn a_damaged_last_record_refuses_appends_but_not_reads() {
     assert!(matches!(store.event(5), Err(StoreError::Corrupt { position: 5, .. })));
 }
 
+/// Reads walk a stream by the places its backlinks give; a wrong place (the backlink is not
+/// hashed) costs a search, not a wrong answer, and verify names it.
+#[test]
+fn a_misplaced_backlink_still_reads_right_and_verify_finds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let written = {
+        let store = open(dir.path());
+        // Three streams interleaved over many chunks, so backlinks cross chunks.
+        let events = (0..200).map(|n| event(&format!("member/{}", n % 3), n)).collect();
+        append(&store, events)
+    };
+    damage_record(dir.path(), 101, Damage::MisplaceBacklink).unwrap();
+    let store = open(dir.path());
+    let stream: Vec<Envelope> = written.iter().filter(|e| e.stream == "member/1").cloned().collect();
+    assert_eq!(store.read_stream("member/1", 1, 1_000).unwrap(), stream);
+    let report = store.verify().unwrap();
+    assert_eq!(
+        (report.first_bad_position, report.detail.as_deref()),
+        (Some(101), Some("stream version or backlink broken"))
+    );
+}
+
+/// Logs written before backlinks carried a place in the chunk (bare positions, chunk format 2)
+/// and heads snapshots of that time read as they did.
+#[test]
+fn logs_and_snapshots_from_before_locators_still_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let written = {
+        let store = open(dir.path());
+        append(&store, (0..100).map(|n| event(&format!("member/{}", n % 3), n)).collect())
+    };
+    for position in (1..=100).step_by(16) {
+        damage_record(dir.path(), position, Damage::AsBeforeLocators).unwrap();
+    }
+    let snapshot = dir.path().join("heads.snapshot");
+    let mut old = std::fs::read(&snapshot).expect("a clean close writes a snapshot");
+    std::fs::remove_file(&snapshot).unwrap();
+    let store = open(dir.path());
+    assert!(store.verify().unwrap().ok);
+    for stream in ["member/0", "member/1", "member/2"] {
+        let expected: Vec<Envelope> = written.iter().filter(|e| e.stream == stream).cloned().collect();
+        assert_eq!(store.read_stream(stream, 1, 1_000).unwrap(), expected, "{stream}");
+    }
+    drop(store);
+    // A snapshot of that time: the old magic, bare positions.
+    old[..8].copy_from_slice(b"FBHEADS1");
+    let body = old.len() - 4;
+    // Each head's locator (the last 8 bytes of its entry) as a bare position.
+    let mut at = 24;
+    while at < body {
+        let length = u16::from_be_bytes([old[at], old[at + 1]]) as usize;
+        let locator = at + 2 + length + 8;
+        old[locator] = 0;
+        at = locator + 8;
+    }
+    let crc = crc32fast::hash(&old[..body]).to_be_bytes();
+    old[body..].copy_from_slice(&crc);
+    std::fs::write(&snapshot, &old).unwrap();
+    let store = open(dir.path());
+    assert_eq!(store.stream_version("member/1").unwrap(), 33);
+    let expected: Vec<Envelope> = written.iter().filter(|e| e.stream == "member/1").cloned().collect();
+    assert_eq!(store.read_stream("member/1", 1, 1_000).unwrap(), expected);
+    let next = append(&store, vec![event("member/1", 500)]);
+    assert_eq!((next[0].version, store.read_stream("member/1", 1, 1_000).unwrap().len()), (34, 34));
+    assert!(store.verify().unwrap().ok);
+}
+
 /// Stream heads are rebuilt from the log whatever state their snapshot is in.
 #[test]
 fn stream_heads_survive_a_missing_stale_or_garbage_snapshot() {
