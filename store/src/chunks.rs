@@ -2,7 +2,7 @@
 //! in a range of positions, in order, with gaps reported as damage.
 
 use crate::keys;
-use crate::record::{Chunk, Locator, Record};
+use crate::record::{Chunk, Record};
 use crate::{Result, StoreError};
 
 /// The chunk holding `position`, if one does.
@@ -15,20 +15,6 @@ pub(crate) fn chunk_at(tree: &sled::Tree, position: u64) -> Result<Option<Chunk>
         .ok_or_else(|| StoreError::Corrupt { position, detail: "unreadable chunk key".into() })?;
     let chunk = Chunk::decode(first, &value)?;
     Ok(chunk.contains(position).then_some(chunk))
-}
-
-/// The chunk holding the event at `at`: fetched by key when the locator knows it, else (older
-/// backlinks, or a place that does not check out) searched for by position.
-pub(crate) fn chunk_of(tree: &sled::Tree, at: Locator) -> Result<Chunk> {
-    if let Some(first) = at.chunk_first() {
-        if let Some(value) = tree.get(keys::event_key(first))? {
-            let chunk = Chunk::decode(first, &value)?;
-            if chunk.contains(at.position()) {
-                return Ok(chunk);
-            }
-        }
-    }
-    required_chunk(tree, at.position())
 }
 
 /// The chunk holding `position`; its absence (below the head) is damage.

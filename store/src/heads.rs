@@ -1,4 +1,4 @@
-//! Stream heads: each stream's version and where its last event is (a [`Locator`]), in memory.
+//! Stream heads: each stream's version and the position of its last event, in memory.
 //!
 //! They answer `expected_version` checks and are where stream reads start (each record links
 //! back to its stream's previous event). They are derived data: the log alone can rebuild them.
@@ -15,19 +15,12 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
 
 use crate::chunks;
-use crate::record::Locator;
 use crate::{Result, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Head {
     pub version: u64,
-    /// The stream's last event (`Locator::NONE` for a stream with none).
-    pub last: Locator,
-}
-
-impl Head {
-    /// A stream with no events.
-    pub const EMPTY: Head = Head { version: 0, last: Locator::NONE };
+    pub position: u64,
 }
 
 /// Stream heads by stream name.
@@ -119,11 +112,7 @@ fn packed_parts(stream: &str) -> Option<(&str, [u8; 16])> {
 
 const SNAPSHOT_FILE: &str = "heads.snapshot";
 const SNAPSHOT_TEMP_FILE: &str = "heads.snapshot.tmp";
-/// Heads with locators. The snapshots of earlier versions (`FBHEADS1`) hold bare positions in the
-/// same place, which read as locators without a place in the chunk; an earlier version finds
-/// this magic unknown and replays the log instead of misreading the locators.
-const SNAPSHOT_MAGIC: &[u8; 8] = b"FBHEADS2";
-const SNAPSHOT_MAGIC_POSITIONS: &[u8; 8] = b"FBHEADS1";
+const SNAPSHOT_MAGIC: &[u8; 8] = b"FBHEADS1";
 
 /// Loads the heads as of `committed`: the snapshot (if sound and not ahead of the log) plus a
 /// replay of the log after it. Damage met in the replay is skipped and returned, so that reads
@@ -138,7 +127,7 @@ pub(crate) fn load(dir: &Path, tree: &sled::Tree, committed: u64) -> Result<(Hea
     while after < committed {
         let outcome = chunks::for_each_record(tree, after, committed, |record| {
             let (stream, version) = record.stream_and_version()?;
-            heads.set(stream, Head { version, last: Locator::new(record.position, record.chunk_first) });
+            heads.set(stream, Head { version, position: record.position });
             after = record.position;
             Ok(())
         });
@@ -186,7 +175,7 @@ pub(crate) fn write_snapshot(dir: &Path, position: u64, heads: &HeadMap) -> Resu
             put(&length.to_be_bytes())?;
             put(stream.as_bytes())?;
             put(&head.version.to_be_bytes())?;
-            put(&head.last.to_bits().to_be_bytes())?;
+            put(&head.position.to_be_bytes())?;
         }
         out.write_all(&hasher.finalize().to_be_bytes())?;
         out.into_inner().map_err(|error| error.into_error())?.sync_all()?;
@@ -201,8 +190,7 @@ fn read_snapshot(dir: &Path) -> Option<(u64, HeadMap)> {
     let mut bytes = Vec::new();
     BufReader::new(File::open(dir.join(SNAPSHOT_FILE)).ok()?).read_to_end(&mut bytes).ok()?;
     let (body, crc) = bytes.split_at(bytes.len().checked_sub(4)?);
-    let known_magic = body.starts_with(SNAPSHOT_MAGIC) || body.starts_with(SNAPSHOT_MAGIC_POSITIONS);
-    if crc32fast::hash(body).to_be_bytes() != crc || !known_magic {
+    if crc32fast::hash(body).to_be_bytes() != crc || !body.starts_with(SNAPSHOT_MAGIC) {
         return None;
     }
     let mut at = SNAPSHOT_MAGIC.len();
@@ -219,8 +207,8 @@ fn read_snapshot(dir: &Path) -> Option<(u64, HeadMap)> {
         let length = usize::from(u16::from_be_bytes(take(2)?.try_into().ok()?));
         let stream = std::str::from_utf8(take(length)?).ok()?;
         let version = u64_of(take(8)?);
-        let last = Locator::from_bits(u64_of(take(8)?));
-        heads.set(stream, Head { version, last });
+        let head_position = u64_of(take(8)?);
+        heads.set(stream, Head { version, position: head_position });
     }
     Some((position, heads))
 }
@@ -244,13 +232,13 @@ mod tests {
         ];
         let mut heads = HeadMap::default();
         for (n, name) in names.iter().enumerate() {
-            heads.set(name, Head { version: n as u64 + 1, last: Locator::new(10 + n as u64, 3) });
+            heads.set(name, Head { version: n as u64 + 1, position: 10 + n as u64 });
         }
         assert_eq!(heads.len(), names.len(), "no two names share a head");
         for (n, name) in names.iter().enumerate() {
             assert_eq!(
                 heads.get(name),
-                Some(&Head { version: n as u64 + 1, last: Locator::new(10 + n as u64, 3) }),
+                Some(&Head { version: n as u64 + 1, position: 10 + n as u64 }),
                 "{name}"
             );
         }
@@ -262,7 +250,7 @@ mod tests {
         assert_eq!(listed, expected);
         assert!(matches!(heads.key(&names[0]), Some(StreamKey::Packed { .. })));
         assert!(matches!(heads.key(&names[2]), Some(StreamKey::Text(_))));
-        heads.set(&names[0], Head { version: 9, last: Locator::new(99, 90) });
+        heads.set(&names[0], Head { version: 9, position: 99 });
         assert_eq!(heads.get(&names[0]).map(|head| head.version), Some(9));
         assert_eq!(heads.len(), names.len());
     }

@@ -21,9 +21,7 @@
 //!
 //! Chunk value: `format (1) ‖ CRC-32 of the rest (4) ‖ first position (8) ‖ count (2) ‖ LZ4 block
 //! (uncompressed size prepended)`. Inside the block, each record is `length (4) ‖ chain hash (32)
-//! ‖ locator of the same stream's previous event, 0 if none (8) ‖ canonical JSON`. A locator (see
-//! [`Locator`]) is that event's position with, in its top byte, where it sits in its chunk; chunks
-//! of format 2 (before locators) hold the bare position, which reads as a locator without a place.
+//! ‖ previous position of the same stream, 0 if none (8) ‖ canonical JSON`.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -50,10 +48,7 @@ pub const CHUNK_EVENTS_MAX: usize = 64;
 /// larger is damage, not data.
 const CHUNK_RAW_BYTES_MAX: usize = 32 * 1024 + crate::limits::EVENT_DATA_BYTES_MAX + 4096;
 
-/// Chunks whose backlinks are bare positions (still read).
-const FORMAT_CHUNK_POSITIONS: u8 = 2;
-/// Chunks whose backlinks are locators (written).
-const FORMAT_CHUNK_LOCATORS: u8 = 3;
+const FORMAT_CHUNK_V1: u8 = 2;
 const CHUNK_HEADER_BYTES: usize = 1 + 4 + 8 + 2;
 const RECORD_HEADER_BYTES: usize = 4 + 32 + 8;
 
@@ -221,61 +216,13 @@ impl Digits<'_> {
     }
 }
 
-/// Where an event is: its position and, when known, how far into its chunk it sits — so that a
-/// reader walking a stream backwards fetches the chunk by its key (one sled `get`) instead of
-/// searching for the last chunk that starts at or before the position (a reverse range scan:
-/// on a 10 M-event log 2× slower at the median and 2–5× at p99, BENCHMARKS.md).
-///
-/// Stored as one u64: the position in the low 56 bits (2^56 events take millennia to write at
-/// any rate this log reaches) and the place in the chunk plus one in the top byte, 0 when unknown
-/// (backlinks of older chunks, heads from older snapshots).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) struct Locator(u64);
-
-const LOCATOR_POSITION_BITS: u32 = 56;
-const LOCATOR_POSITION_MASK: u64 = (1 << LOCATOR_POSITION_BITS) - 1;
-
-impl Locator {
-    /// Nowhere: a stream with no events.
-    pub const NONE: Locator = Locator(0);
-
-    /// The event at `position` in the chunk that starts at `chunk_first`.
-    pub fn new(position: u64, chunk_first: u64) -> Locator {
-        assert!(position <= LOCATOR_POSITION_MASK, "positions stay below 2^56");
-        let place = position.checked_sub(chunk_first).and_then(|place| u8::try_from(place).ok());
-        match place.filter(|place| *place < u8::MAX) {
-            Some(place) => Locator(position | (u64::from(place) + 1) << LOCATOR_POSITION_BITS),
-            None => Locator(position),
-        }
-    }
-
-    pub fn from_bits(bits: u64) -> Locator {
-        Locator(bits)
-    }
-
-    pub fn to_bits(self) -> u64 {
-        self.0
-    }
-
-    /// 0 for `NONE`.
-    pub fn position(self) -> u64 {
-        self.0 & LOCATOR_POSITION_MASK
-    }
-
-    /// The first position of the chunk holding the event, when known.
-    pub fn chunk_first(self) -> Option<u64> {
-        let place = self.0 >> LOCATOR_POSITION_BITS;
-        (place != 0).then(|| self.position().saturating_sub(place - 1))
-    }
-}
-
 /// The stamps the writer gives an event.
 pub(crate) struct Stamp {
     pub position: u64,
     pub version: u64,
     pub recorded_at: DateTime<Utc>,
-    /// The stream's previous event (`Locator::NONE`: this is its first).
-    pub previous_in_stream: Locator,
+    /// The stream's previous event (0: this is its first).
+    pub previous_in_stream: u64,
 }
 
 pub(crate) fn chain_hash(previous: &[u8; 32], canonical: &[u8]) -> [u8; 32] {
@@ -295,12 +242,11 @@ pub(crate) struct ChunkWriter {
 }
 
 impl ChunkWriter {
-    /// Adds a record; returns its chain hash and where it is.
-    pub fn push(&mut self, event: &NewEvent, stamp: &Stamp, previous_hash: &[u8; 32]) -> ([u8; 32], Locator) {
+    /// Adds a record; returns its chain hash.
+    pub fn push(&mut self, event: &NewEvent, stamp: &Stamp, previous_hash: &[u8; 32]) -> [u8; 32] {
         if self.count == 0 {
             self.first_position = stamp.position;
         }
-        let locator = Locator::new(stamp.position, self.first_position);
         debug_assert_eq!(
             stamp.position,
             self.first_position + self.count as u64,
@@ -324,12 +270,12 @@ impl ChunkWriter {
         let length = u32::try_from(self.raw.len() - start - 4).expect("a record is far below 4 GiB");
         self.raw[start..start + 4].copy_from_slice(&length.to_be_bytes());
         self.raw[start + 4..start + 36].copy_from_slice(&hash);
-        self.raw[start + 36..start + 44].copy_from_slice(&stamp.previous_in_stream.to_bits().to_be_bytes());
+        self.raw[start + 36..start + 44].copy_from_slice(&stamp.previous_in_stream.to_be_bytes());
         self.count += 1;
         if self.count == CHUNK_EVENTS_TARGET || self.raw.len() >= CHUNK_BYTES_TARGET {
             self.seal();
         }
-        (hash, locator)
+        hash
     }
 
     fn seal(&mut self) {
@@ -352,7 +298,7 @@ impl ChunkWriter {
 fn seal_chunk(first_position: u64, count: usize, raw: &[u8]) -> Vec<u8> {
     let compressed = lz4_flex::block::compress_prepend_size(raw);
     let mut value = Vec::with_capacity(CHUNK_HEADER_BYTES + compressed.len());
-    value.push(FORMAT_CHUNK_LOCATORS);
+    value.push(FORMAT_CHUNK_V1);
     value.extend_from_slice(&[0; 4]);
     value.extend_from_slice(&first_position.to_be_bytes());
     value.extend_from_slice(&u16::try_from(count).expect("at most CHUNK_EVENTS_MAX").to_be_bytes());
@@ -373,10 +319,8 @@ pub(crate) struct Chunk {
 /// One record of a chunk, borrowed.
 pub(crate) struct Record<'a> {
     pub position: u64,
-    /// The first position of the chunk the record is in.
-    pub chunk_first: u64,
     pub hash: [u8; 32],
-    pub previous_in_stream: Locator,
+    pub previous_in_stream: u64,
     pub canonical: &'a [u8],
 }
 
@@ -388,7 +332,7 @@ impl Chunk {
         if value.len() < CHUNK_HEADER_BYTES + 4 {
             return Err(corrupt(format!("chunk is {} bytes, shorter than a header", value.len())));
         }
-        if value[0] != FORMAT_CHUNK_LOCATORS && value[0] != FORMAT_CHUNK_POSITIONS {
+        if value[0] != FORMAT_CHUNK_V1 {
             return Err(corrupt(format!("unknown chunk format {}", value[0])));
         }
         if value[1..5] != crc32fast::hash(&value[5..]).to_be_bytes() {
@@ -437,11 +381,8 @@ impl Chunk {
         let length = u32::from_be_bytes(self.raw[at..at + 4].try_into().expect("checked at decode")) as usize;
         Some(Record {
             position,
-            chunk_first: self.first_position,
             hash: self.raw[at + 4..at + 36].try_into().expect("32 bytes"),
-            previous_in_stream: Locator::from_bits(u64::from_be_bytes(
-                self.raw[at + 36..at + 44].try_into().expect("8 bytes"),
-            )),
+            previous_in_stream: u64::from_be_bytes(self.raw[at + 36..at + 44].try_into().expect("8 bytes")),
             canonical: &self.raw[at + RECORD_HEADER_BYTES..at + 4 + length],
         })
     }
@@ -450,30 +391,19 @@ impl Chunk {
         (self.first_position..=self.last_position()).filter_map(|position| self.record(position))
     }
 
-    /// The chunk framed again with each record's canonical bytes and backlink passed through
-    /// `edit`, hashes kept: what a forger who knows the format would store, or (`as_before`) what
-    /// a log written before locators holds (damage and compatibility tests).
-    pub fn reframed(
-        &self,
-        as_before: bool,
-        mut edit: impl FnMut(&Record<'_>) -> (Vec<u8>, Locator),
-    ) -> Vec<u8> {
+    /// The chunk framed again with each record's canonical bytes passed through `edit` and
+    /// hashes and backlinks kept: what a forger who knows the format would store (damage tests).
+    pub fn reframed(&self, mut edit: impl FnMut(u64, &[u8]) -> Vec<u8>) -> Vec<u8> {
         let mut raw = Vec::new();
         for record in self.records() {
-            let (canonical, backlink) = edit(&record);
+            let canonical = edit(record.position, record.canonical);
             let length = u32::try_from(RECORD_HEADER_BYTES - 4 + canonical.len()).expect("small");
             raw.extend_from_slice(&length.to_be_bytes());
             raw.extend_from_slice(&record.hash);
-            raw.extend_from_slice(&backlink.to_bits().to_be_bytes());
+            raw.extend_from_slice(&record.previous_in_stream.to_be_bytes());
             raw.extend_from_slice(&canonical);
         }
-        let mut value = seal_chunk(self.first_position, self.offsets.len(), &raw);
-        if as_before {
-            value[0] = FORMAT_CHUNK_POSITIONS;
-            let crc = crc32fast::hash(&value[5..]).to_be_bytes();
-            value[1..5].copy_from_slice(&crc);
-        }
-        value
+        seal_chunk(self.first_position, self.offsets.len(), &raw)
     }
 }
 
@@ -526,50 +456,22 @@ mod tests {
         }
     }
 
-    fn stamp(position: u64, previous_in_stream: Locator) -> Stamp {
+    fn stamp(position: u64) -> Stamp {
         Stamp {
             position,
             version: position,
             recorded_at: DateTime::from_timestamp(1_790_000_001, 0).unwrap(),
-            previous_in_stream,
+            previous_in_stream: position - 1,
         }
     }
 
-    /// One stream's events from position 7, each linked to the one before.
     fn chunks(count: u64) -> Vec<(u64, Vec<u8>)> {
         let mut writer = ChunkWriter::default();
-        let (mut previous, mut locator) = (GENESIS_HASH, Locator::NONE);
+        let mut previous = GENESIS_HASH;
         for position in 7..7 + count {
-            (previous, locator) = writer.push(&sample(position), &stamp(position, locator), &previous);
+            previous = writer.push(&sample(position), &stamp(position), &previous);
         }
         writer.finish()
-    }
-
-    #[test]
-    fn a_locator_keeps_the_position_and_the_place_in_its_chunk() {
-        let at = Locator::new(1_000, 990);
-        assert_eq!((at.position(), at.chunk_first()), (1_000, Some(990)));
-        assert_eq!(Locator::from_bits(at.to_bits()), at);
-        let first = Locator::new(5, 5);
-        assert_eq!((first.position(), first.chunk_first()), (5, Some(5)));
-        let too_far = Locator::new(1_000, 1_000 - 255);
-        assert_eq!(
-            (too_far.position(), too_far.chunk_first()),
-            (1_000, None),
-            "a place beyond a byte is not kept"
-        );
-        let bare = Locator::from_bits(123_456);
-        assert_eq!(
-            (bare.position(), bare.chunk_first()),
-            (123_456, None),
-            "older backlinks are bare positions"
-        );
-        assert_eq!((Locator::NONE.position(), Locator::NONE.chunk_first()), (0, None));
-        let last = Locator::new(LOCATOR_POSITION_MASK, LOCATOR_POSITION_MASK - 3);
-        assert_eq!(
-            (last.position(), last.chunk_first()),
-            (LOCATOR_POSITION_MASK, Some(LOCATOR_POSITION_MASK - 3))
-        );
     }
 
     #[test]
@@ -582,21 +484,7 @@ mod tests {
             let chunk = Chunk::decode(*first, value).unwrap();
             for record in chunk.records() {
                 assert_eq!(record.hash, chain_hash(&previous, record.canonical));
-                let previous_chunk = if record.position == *first {
-                    first.saturating_sub(CHUNK_EVENTS_TARGET as u64)
-                } else {
-                    *first
-                };
-                match record.position {
-                    7 => assert_eq!(record.previous_in_stream, Locator::NONE),
-                    _ => assert_eq!(
-                        record.previous_in_stream,
-                        Locator::new(record.position - 1, previous_chunk),
-                        "at {}",
-                        record.position
-                    ),
-                }
-                assert_eq!(record.chunk_first, *first);
+                assert_eq!(record.previous_in_stream, record.position - 1);
                 let envelope = record.envelope().unwrap();
                 assert_eq!(envelope.position, record.position);
                 assert_eq!(envelope.data.get(), format!(r#"{{"n":{},"名":"张三"}}"#, record.position));

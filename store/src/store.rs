@@ -15,7 +15,7 @@ use crate::chunks::{self, chunk_at, required_chunk};
 use crate::heads::{self, HeadMap};
 use crate::keys;
 use crate::limits::*;
-use crate::record::{self, Chunk, Envelope, Locator, NewEvent, GENESIS_HASH};
+use crate::record::{self, Chunk, Envelope, NewEvent, GENESIS_HASH};
 use crate::writer::{HeadState, Job, Writer};
 use crate::{Result, StoreError};
 
@@ -268,18 +268,17 @@ impl Store {
         let from_version = from_version.max(1);
         let mut events = Vec::new();
         let mut chunk: Option<Chunk> = None;
-        let (mut at, mut version) = (head.last, head.version);
-        while at.position() != 0 && version >= from_version {
-            let position = at.position();
+        let (mut position, mut version) = (head.position, head.version);
+        while position != 0 && version >= from_version {
             if !chunk.as_ref().is_some_and(|chunk| chunk.contains(position)) {
-                chunk = Some(chunks::chunk_of(&self.shared.tree, at)?);
+                chunk = Some(required_chunk(&self.shared.tree, position)?);
             }
             let record = chunk.as_ref().and_then(|chunk| chunk.record(position)).expect("the chunk holds it");
             let envelope = record.envelope()?;
             if envelope.stream != stream || envelope.version != version {
                 return Err(StoreError::Corrupt { position, detail: "stream backlink is damaged".into() });
             }
-            at = record.previous_in_stream;
+            position = record.previous_in_stream;
             version -= 1;
             events.push(envelope);
         }
@@ -315,7 +314,7 @@ impl Store {
     pub fn verify(&self) -> Result<VerifyReport> {
         let mut previous = GENESIS_HASH;
         let mut checked = 0u64;
-        let mut streams: std::collections::HashMap<String, (u64, Locator)> = Default::default();
+        let mut streams: std::collections::HashMap<String, (u64, u64)> = Default::default();
         let last = last_chunk_position(&self.shared.tree).max(self.head());
         let mut failure = None;
         let outcome = chunks::for_each_record(&self.shared.tree, 0, u64::MAX, |record| {
@@ -325,15 +324,12 @@ impl Store {
                 return Err(fail("hash chain broken"));
             }
             let (stream, version) = record.stream_and_version()?;
-            let (last_version, last) = streams.get(stream).copied().unwrap_or((0, Locator::NONE));
-            let backlink = record.previous_in_stream;
-            // Backlinks of older chunks know no place in the chunk; where one is given, it is checked.
-            let place_wrong = backlink.chunk_first().is_some_and(|first| Some(first) != last.chunk_first());
-            if version != last_version + 1 || backlink.position() != last.position() || place_wrong {
+            let (last_version, last_position) = streams.get(stream).copied().unwrap_or((0, 0));
+            if version != last_version + 1 || record.previous_in_stream != last_position {
                 return Err(fail("stream version or backlink broken"));
             }
             record.envelope()?;
-            streams.insert(stream.to_owned(), (version, Locator::new(record.position, record.chunk_first)));
+            streams.insert(stream.to_owned(), (version, record.position));
             previous = record.hash;
             checked = record.position;
             Ok(())

@@ -6,7 +6,6 @@ use std::path::Path;
 
 use crate::chunks::required_chunk;
 use crate::keys;
-use crate::record::Locator;
 use crate::Result;
 
 /// How to damage the chunk holding a position.
@@ -20,11 +19,6 @@ pub enum Damage {
     Rewrite { from: String, to: String },
     /// Remove the chunk.
     Delete,
-    /// Make that position's backlink claim a wrong place for the stream's previous event (the
-    /// backlink is outside the hash chain: reads must not trust it blindly, verify must see it).
-    MisplaceBacklink,
-    /// Frame the chunk as logs written before locators did: bare positions as backlinks.
-    AsBeforeLocators,
 }
 
 /// Damages the chunk holding `position` in the (closed) store in `dir`.
@@ -45,33 +39,11 @@ pub fn damage_record(dir: &Path, position: u64, damage: Damage) -> Result<()> {
             tree.insert(key, value)?;
         }
         Damage::Rewrite { from, to } => {
-            let forged = chunk.reframed(false, |record| {
-                let text = String::from_utf8_lossy(record.canonical);
-                let text =
-                    if record.position == position { text.replace(&from, &to) } else { text.into_owned() };
-                (text.into_bytes(), record.previous_in_stream)
+            let forged = chunk.reframed(|at, canonical| {
+                let text = String::from_utf8_lossy(canonical);
+                if at == position { text.replace(&from, &to) } else { text.into_owned() }.into_bytes()
             });
             tree.insert(key, forged)?;
-        }
-        Damage::MisplaceBacklink => {
-            let forged = chunk.reframed(false, |record| {
-                let backlink = record.previous_in_stream;
-                let backlink = match backlink.chunk_first() {
-                    // One before the true chunk start: a place, but not where the event is.
-                    Some(first) if record.position == position => {
-                        Locator::new(backlink.position(), first.saturating_sub(1))
-                    }
-                    _ => backlink,
-                };
-                (record.canonical.to_vec(), backlink)
-            });
-            tree.insert(key, forged)?;
-        }
-        Damage::AsBeforeLocators => {
-            let older = chunk.reframed(true, |record| {
-                (record.canonical.to_vec(), Locator::from_bits(record.previous_in_stream.position()))
-            });
-            tree.insert(key, older)?;
         }
         Damage::Delete => {
             tree.remove(key)?;

@@ -358,10 +358,10 @@ impl Writer {
                 position: pending.head.next_position,
                 version: previous.version + 1,
                 recorded_at,
-                previous_in_stream: previous.last,
+                previous_in_stream: previous.position,
             };
-            let (hash, last) = pending.chunks.push(&event, &stamp, &pending.head.last_hash);
-            let head = Head { version: stamp.version, last };
+            let hash = pending.chunks.push(&event, &stamp, &pending.head.last_hash);
+            let head = Head { version: stamp.version, position: stamp.position };
             pending.stream_heads.insert(event.stream.clone(), head);
             pending.writes += 1;
             envelopes.push(Envelope {
@@ -394,7 +394,7 @@ impl Writer {
             return *head;
         }
         let heads = self.shared.heads.read().expect("heads lock");
-        heads.get(stream).copied().unwrap_or(Head::EMPTY)
+        heads.get(stream).copied().unwrap_or(Head { version: 0, position: 0 })
     }
 }
 
