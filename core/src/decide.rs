@@ -108,7 +108,7 @@ pub fn decide(world: &World, command: &Command, context: &Context<'_>) -> Decisi
             if member.verified {
                 return Err(RuleError::InvalidTransition.into());
             }
-            if member.created_by == context.actor && context.actor != LOCAL_ACTOR {
+            if *member.created_by == *context.actor && context.actor != LOCAL_ACTOR {
                 return Err(RuleError::SameActor.into());
             }
             Ok(vec![member_event(*member_id, at, EventData::MemberVerified { member_id: *member_id })])

@@ -709,7 +709,7 @@ fn discovering_an_unknown_person_creates_an_unplaced_pocket_member() {
     let mut book = Book::district();
     book.ok(discover_unknown(7));
     let state = book.member(7);
-    assert_eq!((state.branch_id, state.status, state.name.as_str()), (None, MemberStatus::Full, "李四"));
+    assert_eq!((state.branch_id, state.status, &*state.name), (None, MemberStatus::Full, "李四"));
     assert_eq!(state.pocket.as_ref().unwrap().source, DiscoverySource::Survey);
     book.refuse_now(discover_unknown(7), "already_exists");
     book.refuse_now(discover_unknown(1), "already_exists");

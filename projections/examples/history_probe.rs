@@ -11,6 +11,10 @@
 
 use flowbook_store::{Store, StoreOptions};
 
+/// The allocator the `flowbook` binary uses (see the workspace's Cargo.toml).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let mut dirs: Vec<String> = Vec::new();
     let mut cache_mib: u64 = 64;

@@ -11,6 +11,10 @@
 //! years. Ten branches get 1,000 members each, for the roster figures. `measure` runs in its own
 //! process so its peak memory is the projections' own.
 
+/// The allocator the `flowbook` binary uses (see the workspace's Cargo.toml).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -255,6 +255,15 @@ impl Projections {
     where
         F: FnOnce(MemberId) -> Vec<RecordedEvent>,
     {
+        self.apply_numbered(event, None, history)
+    }
+
+    /// `apply`, with the member stream's number given as `World::apply_numbered` takes it (the
+    /// caller then hands its numbers over with `adopt_member_numbers`).
+    pub(crate) fn apply_numbered<F>(&mut self, event: &RecordedEvent, number: Option<u32>, history: F)
+    where
+        F: FnOnce(MemberId) -> Vec<RecordedEvent>,
+    {
         if event.position <= self.position {
             return;
         }
@@ -287,8 +296,11 @@ impl Projections {
                 }
             }
             StreamId::Member(member) => {
-                // One lookup by id: the rest go by number.
-                let known = self.world.member_number(member);
+                // At most one lookup by id (none when the number is given): the rest go by number.
+                let known = match number {
+                    Some(number) => (number < self.world.next_member_number()).then_some(number),
+                    None => self.world.member_number(member),
+                };
                 let before = Snapshot::of(known.and_then(|number| self.world.member_by_number(number)));
                 match &event.data {
                     EventData::EventRetracted { position, .. } => {
@@ -297,9 +309,9 @@ impl Projections {
                             stream.iter().find(|e| e.position == *position).map(|e| e.effective_at);
                         let name = known
                             .and_then(|number| self.world.member_by_number(number))
-                            .map(|m| Box::<str>::from(m.name.as_str()));
-                        self.world.apply(event, |_| stream);
-                        let number = self.member_number(member, known);
+                            .map(|m| m.name.clone());
+                        self.world.apply_numbered(event, number, |_| stream);
+                        let number = self.member_number(member, known.or(number));
                         let after = Snapshot::of(self.world.member_by_number(number.0));
                         self.update_current(number, &before, &after, event);
                         if after.status.is_none() {
@@ -312,8 +324,8 @@ impl Projections {
                         }
                     }
                     data => {
-                        self.world.apply(event, history);
-                        let number = self.member_number(member, known);
+                        self.world.apply_numbered(event, number, history);
+                        let number = self.member_number(member, known.or(number));
                         let after = Snapshot::of(self.world.member_by_number(number.0));
                         self.update_current(number, &before, &after, event);
                         self.record_facts(number, &before, &after, data, fact);
@@ -321,6 +333,11 @@ impl Projections {
                 }
             }
         }
+    }
+
+    /// See `World::adopt_member_numbers`.
+    pub(crate) fn adopt_member_numbers(&mut self, numbers: foldhash::HashMap<MemberId, u32>) {
+        self.world.adopt_member_numbers(numbers);
     }
 
     /// The member's number — the write model's, given at its first event, which has been applied

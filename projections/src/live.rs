@@ -119,11 +119,20 @@ pub fn rebuild(
 /// Batches of decoded events in flight between the decoding thread and the applying one.
 const DECODED_BATCHES_IN_FLIGHT: usize = 4;
 
+/// An event as the decoding thread hands it over: with its member stream's number when the
+/// decoder numbers streams (see `apply_until`).
+struct Decoded {
+    event: RecordedEvent,
+    member_number: Option<u32>,
+}
+
 /// Applies the log after the checkpoint up to `until`. Decoding (reading chunks, parsing JSON)
 /// and applying cost about the same, so a second thread decodes the next page while this one
-/// applies the current. Applied pages go back to the decoding thread, which frees their events
-/// and refills the list: freeing ten million events' strings is the applier's time otherwise
-/// (the applier is the one that limits a rebuild).
+/// applies the current. The applier is the one that limits a rebuild, so work moves to the
+/// decoder where it can: applied pages go back to it to be freed and refilled (freeing ten
+/// million events' strings), and in a rebuild from the start it numbers member streams as the
+/// write model does (in order of first event), so the applier need not look each event's member
+/// up among a million ids.
 fn apply_until(
     store: &Store,
     projections: &mut Projections,
@@ -136,10 +145,13 @@ fn apply_until(
     let start = projections.position();
     std::thread::scope(|scope| {
         let (sender, receiver) =
-            std::sync::mpsc::sync_channel::<Result<Vec<RecordedEvent>, LiveError>>(DECODED_BATCHES_IN_FLIGHT);
-        let (recycle, recycled) =
-            std::sync::mpsc::sync_channel::<Vec<RecordedEvent>>(DECODED_BATCHES_IN_FLIGHT);
-        scope.spawn(move || {
+            std::sync::mpsc::sync_channel::<Result<Vec<Decoded>, LiveError>>(DECODED_BATCHES_IN_FLIGHT);
+        let (recycle, recycled) = std::sync::mpsc::sync_channel::<Vec<Decoded>>(DECODED_BATCHES_IN_FLIGHT);
+        // Numbering from scratch matches the write model's only when it is empty too; the
+        // numbers then become the write model's when every page is applied.
+        let mut numbers: Option<foldhash::HashMap<MemberId, u32>> =
+            (start == 0 && projections.world().next_member_number() == 0).then(Default::default);
+        let decoder = scope.spawn(move || {
             let mut after = start;
             while after < until {
                 let mut batch = match recycled.try_recv() {
@@ -154,7 +166,14 @@ fn apply_until(
                 let scanned = store.scan(after, page, |position, canonical| {
                     match codec::recorded_from_canonical(position, canonical) {
                         Ok(event) => {
-                            batch.push(event);
+                            let member_number = match (&mut numbers, event.stream) {
+                                (Some(numbers), StreamId::Member(member)) => {
+                                    let next = u32::try_from(numbers.len()).expect("fewer than 2^32 members");
+                                    Some(*numbers.entry(member).or_insert(next))
+                                }
+                                _ => None,
+                            };
+                            batch.push(Decoded { event, member_number });
                             Ok(())
                         }
                         Err(error) => {
@@ -177,12 +196,13 @@ fn apply_until(
                     break;
                 }
             }
+            numbers
         });
         for batch in receiver {
             let batch = batch?;
-            for event in &batch {
+            for Decoded { event, member_number } in &batch {
                 let mut failure = None;
-                projections.apply(event, |member| {
+                projections.apply_numbered(event, *member_number, |member| {
                     member_events(store, member, event.position).unwrap_or_else(|error| {
                         failure = Some(error);
                         Vec::new()
@@ -195,6 +215,9 @@ fn apply_until(
             progress(projections.position(), until);
             // Full (the decoder is behind): this thread frees the page itself.
             let _ = recycle.try_send(batch);
+        }
+        if let Some(numbers) = decoder.join().expect("the decoding thread does not panic") {
+            projections.adopt_member_numbers(numbers);
         }
         Ok(())
     })

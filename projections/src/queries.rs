@@ -525,7 +525,7 @@ impl Projections {
         }
         let summary = |m: &MemberState| MemberSummary {
             member_id: m.member_id,
-            name: m.name.clone(),
+            name: m.name.to_string(),
             branch_id: m.branch_id,
             status: m.status,
         };
@@ -544,7 +544,7 @@ impl Projections {
 fn member_view(member: &MemberState, version: u64, flags: Vec<&'static str>) -> MemberView {
     MemberView {
         member_id: member.member_id,
-        name: member.name.clone(),
+        name: member.name.to_string(),
         status: member.status,
         branch_id: member.branch_id,
         verified: member.verified,
@@ -570,7 +570,7 @@ fn member_view(member: &MemberState, version: u64, flags: Vec<&'static str>) -> 
 fn roster_entry(member: &MemberState, relation: Relation, since: DateTime<Utc>) -> RosterEntry {
     RosterEntry {
         member_id: member.member_id,
-        name: member.name.clone(),
+        name: member.name.to_string(),
         status: member.status,
         relation,
         since,

@@ -478,7 +478,7 @@ impl Reference {
 fn entry(member: &MemberState, relation: Relation, since: DateTime<Utc>) -> RosterEntry {
     RosterEntry {
         member_id: member.member_id,
-        name: member.name.clone(),
+        name: member.name.to_string(),
         status: member.status,
         relation,
         since,

@@ -126,7 +126,7 @@ pub fn ledger_csv(live: &Live, now: DateTime<Utc>, out: &mut dyn Write) -> Resul
         let flags = member_flags(member, now, projections.config()).join(" ");
         let fields = [
             member.member_id.to_string(),
-            member.name.clone(),
+            member.name.to_string(),
             branch_name(member.branch_id),
             away.destination_region.clone(),
             away.destination_organization.clone().unwrap_or_default(),

@@ -27,6 +27,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
+
+/// See the workspace's Cargo.toml for why not glibc's malloc.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use flowbook_core::RulesConfig;
 use flowbook_store::{Store, StoreOptions, DEFAULT_CACHE_BYTES};
 

@@ -19,6 +19,10 @@ use flowbook_store::{AppendRequest, NewEvent, Store, StoreOptions};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
+/// The allocator the `flowbook` binary uses (see the workspace's Cargo.toml).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn event(n: u64) -> NewEvent {
     let member = Uuid::from_u64_pair(7, n % 10_000);
     let data = format!(
