@@ -188,9 +188,10 @@ impl Store {
 
     fn enqueue(&self, request: AppendRequest) -> Result<oneshot::Receiver<Result<Appended>>> {
         check_request(&request)?;
+        let rendered = record::Rendered::of(&request.events);
         let (reply, receiver) = oneshot::channel();
         let sender = self.sender.as_ref().ok_or(StoreError::Closed)?;
-        sender.try_send(Job { request, reply }).map_err(|error| match error {
+        sender.try_send(Job { request, rendered, reply }).map_err(|error| match error {
             mpsc::error::TrySendError::Full(_) => StoreError::Busy(QUEUE_REQUESTS_MAX),
             mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
         })?;

@@ -28,12 +28,14 @@ use tokio::sync::{mpsc, oneshot};
 use crate::heads::{self, Head};
 use crate::keys;
 use crate::limits::{COMMIT_EVENTS_MAX, HEADS_SNAPSHOT_EVERY_EVENTS};
-use crate::record::{ChunkWriter, Envelope, Stamp, GENESIS_HASH};
+use crate::record::{ChunkWriter, Envelope, Rendered, Stamp, GENESIS_HASH};
 use crate::store::{read_positions, AppendRequest, Appended, Clock, Shared};
 use crate::{Result, StoreError};
 
 pub(crate) struct Job {
     pub request: AppendRequest,
+    /// The request's events, rendered by the appending thread.
+    pub rendered: Rendered,
     pub reply: oneshot::Sender<Result<Appended>>,
 }
 
@@ -285,8 +287,9 @@ impl Writer {
             writes: 0,
         };
         for (index, job) in jobs.into_iter().enumerate() {
-            let outcome =
-                self.stage(job.request, index, recorded_at, &mut pending).unwrap_or_else(Staged::Failed);
+            let outcome = self
+                .stage(job.request, &job.rendered, index, recorded_at, &mut pending)
+                .unwrap_or_else(Staged::Failed);
             flight.staged.push(outcome);
             flight.replies.push(job.reply);
         }
@@ -318,6 +321,7 @@ impl Writer {
     fn stage(
         &mut self,
         request: AppendRequest,
+        rendered: &Rendered,
         index: usize,
         recorded_at: DateTime<Utc>,
         pending: &mut Pending,
@@ -352,7 +356,7 @@ impl Writer {
         let first_position = pending.head.next_position;
         let count = u32::try_from(request.events.len()).expect("bounded by APPEND_EVENTS_MAX");
         let mut envelopes = Vec::with_capacity(request.events.len());
-        for event in request.events {
+        for (event_index, event) in request.events.into_iter().enumerate() {
             let previous = self.stream_head(&event.stream, pending);
             let stamp = Stamp {
                 position: pending.head.next_position,
@@ -360,7 +364,7 @@ impl Writer {
                 recorded_at,
                 previous_in_stream: previous.position,
             };
-            let hash = pending.chunks.push(&event, &stamp, &pending.head.last_hash);
+            let hash = pending.chunks.push(rendered, event_index, &stamp, &pending.head.last_hash);
             let head = Head { version: stamp.version, position: stamp.position };
             pending.stream_heads.insert(event.stream.clone(), head);
             pending.writes += 1;
