@@ -201,7 +201,14 @@ pub(crate) struct Rendered {
 impl Rendered {
     pub fn of(events: &[NewEvent]) -> Rendered {
         let mut rendered = Rendered {
-            bytes: Vec::with_capacity(events.iter().map(|e| e.data.get().len() + 200).sum()),
+            // The parts' fixed text and instants take ~140 bytes an event; only escapes in the
+            // strings could need more (one allocation a request, not a growing one).
+            bytes: Vec::with_capacity(
+                events
+                    .iter()
+                    .map(|e| e.data.get().len() + e.stream.len() + e.event_type.len() + e.actor.len() + 160)
+                    .sum(),
+            ),
             ends: Vec::with_capacity(events.len()),
         };
         for event in events {
