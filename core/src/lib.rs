@@ -21,4 +21,4 @@ pub use decide::{decide, expire_overdue_letters, Context, LOCAL_ACTOR, SYSTEM_AC
 pub use error::{Entity, Rejection, RuleError};
 pub use event::{BranchKind, DiscoverySource, EventData, MemberStatus, NewEvent, RecordedEvent};
 pub use ids::{BranchId, MemberId, StreamId, TransferId};
-pub use state::{BranchState, MemberState, MemberStream, World};
+pub use state::{BranchState, MemberNumbers, MemberState, MemberStream, World};

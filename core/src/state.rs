@@ -283,6 +283,33 @@ fn create_member(event: &RecordedEvent) -> Option<MemberState> {
     })
 }
 
+/// Member streams numbered in order of first appearance: the write model's rule, kept in one
+/// place because a rebuild's decoding thread numbers streams with its own copy and hands it over
+/// (`World::apply_numbered`, `World::adopt_member_numbers`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MemberNumbers(HashMap<MemberId, u32>);
+
+impl MemberNumbers {
+    pub fn get(&self, id: MemberId) -> Option<u32> {
+        self.0.get(&id).copied()
+    }
+
+    /// The stream's number, the next one if it is new (`true` then).
+    pub fn number(&mut self, id: MemberId) -> (u32, bool) {
+        let next = u32::try_from(self.0.len()).expect("fewer than 2^32 members");
+        let number = *self.0.entry(id).or_insert(next);
+        (number, number == next)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// Every branch and member, and the cross-aggregate indexes the rules need.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct World {
@@ -290,7 +317,7 @@ pub struct World {
     /// Every member stream gets a number, in order of its first event, kept for good (a member
     /// whose creation is retracted keeps it): indexes by number are plain vectors, and the read
     /// models built on this world number their facts the same way.
-    member_numbers: HashMap<MemberId, u32>,
+    member_numbers: MemberNumbers,
     member_ids: Vec<MemberId>,
     /// By number. Boxed: most members are read rarely, and a vector grown by doubling would
     /// otherwise carry up to as many empty member-sized slots as full ones.
@@ -336,7 +363,7 @@ impl World {
 
     /// The number of a member stream that has events (see `member_numbers`).
     pub fn member_number(&self, id: MemberId) -> Option<u32> {
-        self.member_numbers.get(&id).copied()
+        self.member_numbers.get(id)
     }
 
     /// The member stream with this number (numbers come from this world).
@@ -475,19 +502,19 @@ impl World {
     /// Takes over the numbers by id of the member streams a caller numbered (`apply_numbered`).
     ///
     /// Panics unless they number exactly this world's member streams (a caller's bug).
-    pub fn adopt_member_numbers(&mut self, numbers: HashMap<MemberId, u32>) {
+    pub fn adopt_member_numbers(&mut self, numbers: MemberNumbers) {
         assert_eq!(numbers.len(), self.members.len(), "every member stream numbered once");
-        debug_assert!(numbers.iter().all(|(id, number)| self.member_ids[*number as usize] == *id));
+        debug_assert!(numbers.0.iter().all(|(id, number)| self.member_ids[*number as usize] == *id));
         self.member_numbers = numbers;
     }
 
     /// The member's number, numbering a new stream (with no events yet).
     fn number_member(&mut self, id: MemberId) -> u32 {
-        if let Some(number) = self.member_numbers.get(&id) {
-            return *number;
+        let (number, new) = self.member_numbers.number(id);
+        if new {
+            let pushed = self.push_member(id);
+            debug_assert_eq!(pushed, number, "numbered by id as by position");
         }
-        let number = self.push_member(id);
-        self.member_numbers.insert(id, number);
         number
     }
 

@@ -11,10 +11,6 @@
 //! years. Ten branches get 1,000 members each, for the roster figures. `measure` runs in its own
 //! process so its peak memory is the projections' own.
 
-/// The allocator the `flowbook` binary uses (see the workspace's Cargo.toml).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,6 +23,10 @@ use flowbook_store::{AppendRequest, Store, StoreOptions};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use uuid::Uuid;
+
+/// The allocator the `flowbook` binary uses (see the workspace's Cargo.toml).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const REGIONS: [&str; 16] = [
     "东城区",

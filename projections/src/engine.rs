@@ -336,7 +336,7 @@ impl Projections {
     }
 
     /// See `World::adopt_member_numbers`.
-    pub(crate) fn adopt_member_numbers(&mut self, numbers: foldhash::HashMap<MemberId, u32>) {
+    pub(crate) fn adopt_member_numbers(&mut self, numbers: flowbook_core::MemberNumbers) {
         self.world.adopt_member_numbers(numbers);
     }
 

@@ -9,7 +9,7 @@
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use chrono::{DateTime, Utc};
-use flowbook_core::{EventData, MemberId, RecordedEvent, RulesConfig, StreamId};
+use flowbook_core::{EventData, MemberId, MemberNumbers, RecordedEvent, RulesConfig, StreamId};
 use flowbook_store::{Envelope, Store, StoreError};
 
 use crate::codec::{self, DecodeError};
@@ -149,7 +149,7 @@ fn apply_until(
         let (recycle, recycled) = std::sync::mpsc::sync_channel::<Vec<Decoded>>(DECODED_BATCHES_IN_FLIGHT);
         // Numbering from scratch matches the write model's only when it is empty too; the
         // numbers then become the write model's when every page is applied.
-        let mut numbers: Option<foldhash::HashMap<MemberId, u32>> =
+        let mut numbers: Option<MemberNumbers> =
             (start == 0 && projections.world().next_member_number() == 0).then(Default::default);
         let decoder = scope.spawn(move || {
             let mut after = start;
@@ -167,10 +167,7 @@ fn apply_until(
                     match codec::recorded_from_canonical(position, canonical) {
                         Ok(event) => {
                             let member_number = match (&mut numbers, event.stream) {
-                                (Some(numbers), StreamId::Member(member)) => {
-                                    let next = u32::try_from(numbers.len()).expect("fewer than 2^32 members");
-                                    Some(*numbers.entry(member).or_insert(next))
-                                }
+                                (Some(numbers), StreamId::Member(member)) => Some(numbers.number(member).0),
                                 _ => None,
                             };
                             batch.push(Decoded { event, member_number });

@@ -27,13 +27,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
+use flowbook_core::RulesConfig;
+use flowbook_store::{Store, StoreOptions, DEFAULT_CACHE_BYTES};
 
 /// See the workspace's Cargo.toml for why not glibc's malloc.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-use flowbook_core::RulesConfig;
-use flowbook_store::{Store, StoreOptions, DEFAULT_CACHE_BYTES};
 
 /// sled's page cache by default, in MiB (the store's default).
 const DEFAULT_CACHE_MIB: u64 = DEFAULT_CACHE_BYTES >> 20;
