@@ -35,15 +35,19 @@
 //!
 //! One writer thread owns the write path. Appends wait in a bounded queue; the writer takes
 //! everything that has accumulated (up to [`limits::COMMIT_EVENTS_MAX`]), checks and stamps each
-//! request in order, writes the lot as one sled batch with one durable flush, then answers every
-//! caller. A request that fails its checks is answered at once and writes nothing.
+//! request in order and hands the commit on: a sealer thread compresses its chunks (while the
+//! writer is still stamping) and applies it as one sled batch, and a syncer thread makes it
+//! durable — with every other commit applied meanwhile, in one flush — and then answers every
+//! caller. A request that fails its checks writes nothing and is answered with its commit.
 
 mod chunks;
 mod heads;
 pub mod keys;
 pub mod limits;
 mod record;
+mod seal;
 mod store;
+mod sync;
 mod writer;
 
 #[doc(hidden)]

@@ -281,13 +281,26 @@ pub(crate) fn chain_hash(previous: &[u8; 32], canonical: &[u8]) -> [u8; 32] {
     hasher.finalize().into()
 }
 
-/// Builds the chunks of one commit.
+/// One chunk's records, stamped and chained, not yet compressed: what the writer hands the sealer.
+pub(crate) struct RawChunk {
+    pub first_position: u64,
+    pub count: usize,
+    pub raw: Vec<u8>,
+}
+
+impl RawChunk {
+    /// The chunk as stored: compressed, framed and checksummed.
+    pub fn seal(&self) -> Vec<u8> {
+        seal_chunk(self.first_position, self.count, &self.raw)
+    }
+}
+
+/// Builds a commit's chunks, one at a time: the writer takes each as it fills.
 #[derive(Default)]
 pub(crate) struct ChunkWriter {
     first_position: u64,
     count: usize,
     raw: Vec<u8>,
-    sealed: Vec<(u64, Vec<u8>)>,
 }
 
 impl ChunkWriter {
@@ -326,25 +339,25 @@ impl ChunkWriter {
         self.raw[start + 4..start + 36].copy_from_slice(&hash);
         self.raw[start + 36..start + 44].copy_from_slice(&stamp.previous_in_stream.to_be_bytes());
         self.count += 1;
-        if self.count == CHUNK_EVENTS_TARGET || self.raw.len() >= CHUNK_BYTES_TARGET {
-            self.seal();
-        }
         hash
     }
 
-    fn seal(&mut self) {
-        if self.count == 0 {
-            return;
-        }
-        self.sealed.push((self.first_position, seal_chunk(self.first_position, self.count, &self.raw)));
-        self.raw.clear();
-        self.count = 0;
+    /// Whether the chunk being built holds as much as a chunk should.
+    pub fn is_full(&self) -> bool {
+        self.count == CHUNK_EVENTS_TARGET || self.raw.len() >= CHUNK_BYTES_TARGET
     }
 
-    /// Every chunk of the commit, keyed by first position.
-    pub fn finish(mut self) -> Vec<(u64, Vec<u8>)> {
-        self.seal();
-        self.sealed
+    /// The chunk being built (`None`: it is empty); the next one is built in `buffer` (a spent
+    /// chunk's, so that a steady stream of chunks allocates nothing).
+    pub fn take(&mut self, mut buffer: Vec<u8>) -> Option<RawChunk> {
+        if self.count == 0 {
+            return None;
+        }
+        buffer.clear();
+        let raw = std::mem::replace(&mut self.raw, buffer);
+        let chunk = RawChunk { first_position: self.first_position, count: self.count, raw };
+        self.count = 0;
+        Some(chunk)
     }
 }
 
@@ -524,10 +537,18 @@ mod tests {
         let rendered = Rendered::of(&events);
         let mut writer = ChunkWriter::default();
         let mut previous = GENESIS_HASH;
+        let mut sealed = Vec::new();
         for position in 7..7 + count {
             previous = writer.push(&rendered, (position - 7) as usize, &stamp(position), &previous);
+            if writer.is_full() {
+                let chunk = writer.take(Vec::new()).expect("a full chunk");
+                sealed.push((chunk.first_position, chunk.seal()));
+            }
         }
-        writer.finish()
+        if let Some(chunk) = writer.take(Vec::new()) {
+            sealed.push((chunk.first_position, chunk.seal()));
+        }
+        sealed
     }
 
     #[test]
@@ -651,8 +672,8 @@ mod tests {
                 data: &event.data,
             })
             .unwrap();
-            let (first, value) = writer.finish().remove(0);
-            let chunk = Chunk::decode(first, &value).unwrap();
+            let raw = writer.take(Vec::new()).unwrap();
+            let chunk = Chunk::decode(raw.first_position, &raw.seal()).unwrap();
             assert_eq!(chunk.record(position).unwrap().canonical, &expected[..], "event {index}");
         }
     }

@@ -1,36 +1,52 @@
-//! The single writer: group commit, stamping, hash chaining and the durable flush.
+//! The write path's first stage, and what passes between the three.
 //!
-//! It takes every append queued since its last commit, checks each request in order against the
-//! log as it will stand after the requests before it (so two appends in one commit see each other),
-//! stages the accepted ones into one sled batch and applies it. A second thread, the syncer, then
-//! makes the commit durable, publishes it (stream heads, the committed head) and only then answers.
+//! A commit goes through three threads, each handing it on as soon as its part is done:
 //!
-//! The two overlap: while the syncer waits for the disk on commit N, the writer stages commit
-//! N+1. At most one commit is in flight — the writer hands N+1 over only once the syncer has
-//! finished N — so the writer needs to remember only N's stream heads, which readers cannot see
-//! yet. Readers see nothing of a commit before it is durable: every read is bounded by the
-//! committed head, which only the syncer advances. If a sync fails the log is poisoned, and every
-//! commit after it, already applied or not, is answered with an error.
+//! 1. the **writer** (here) takes every append queued since its last commit (group commit),
+//!    checks each request in order against the log as it will stand after the requests before it
+//!    (so two appends in one commit see each other), stamps the accepted events and chains their
+//!    hashes, handing each chunk to the sealer as it fills;
+//! 2. the **sealer** (`seal.rs`) compresses and frames each chunk while the writer is still
+//!    stamping the next, and at the commit's end applies the commit as one sled batch;
+//! 3. the **syncer** (`sync.rs`) makes applied commits durable — every commit waiting for it in
+//!    one flush and `fdatasync` — publishes them (stream heads, the committed head) and only then
+//!    answers.
+//!
+//! So one large commit keeps both cores busy (stamping and compressing), and while the syncer
+//! waits for the disk the sealer and the writer carry on with the next commits. Readers see
+//! nothing of a commit before it is durable: every read is bounded by the committed head, which
+//! only the syncer advances. The writer therefore remembers what the commits in flight (handed on,
+//! not yet published) did to stream heads and idempotency keys, until the syncer says each is
+//! finished. If applying or syncing fails the log is poisoned, and every commit after it, applied
+//! or not, is answered with an error.
 
-use std::collections::HashSet;
-
-use foldhash::{HashMap, HashMapExt};
-use std::ffi::OsString;
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
-use std::sync::mpsc::{sync_channel, Receiver};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use foldhash::{HashMap, HashMapExt};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::heads::{self, Head};
+use crate::heads::Head;
 use crate::keys;
-use crate::limits::{COMMIT_EVENTS_MAX, HEADS_SNAPSHOT_EVERY_EVENTS};
-use crate::record::{ChunkWriter, Envelope, Rendered, Stamp, GENESIS_HASH};
-use crate::store::{read_positions, AppendRequest, Appended, Clock, Shared};
+use crate::limits::COMMIT_EVENTS_MAX;
+use crate::record::{ChunkWriter, Envelope, RawChunk, Rendered, Stamp, GENESIS_HASH};
+use crate::seal::Sealer;
+use crate::store::{AppendRequest, Appended, Clock, Shared};
+use crate::sync::Syncer;
 use crate::{Result, StoreError};
+
+/// Messages the writer may have queued for the sealer: chunks of ~8 KiB and commit ends. Bounds
+/// the memory between the two and how far the writer runs ahead.
+const TO_SEAL_MESSAGES_MAX: usize = 64;
+
+/// Applied commits queued for the syncer, beyond the one it is syncing.
+const TO_SYNC_COMMITS_MAX: usize = 4;
+
+/// Spent chunk buffers waiting to be filled again.
+const SPARE_CHUNK_BUFFERS_MAX: usize = 2 * TO_SEAL_MESSAGES_MAX;
 
 pub(crate) struct Job {
     pub request: AppendRequest,
@@ -90,114 +106,102 @@ pub(crate) fn lookup_idempotency(tree: &sled::Tree, key: &str) -> Result<Option<
     }
 }
 
-/// Makes what sled flushed durable: `fdatasync` of the log file and `fsync` of new blob files and
-/// their directory (see the crate docs for why sled's own flush is not enough).
-struct DurableFiles {
-    log_file: File,
-    blobs_dir: PathBuf,
-    synced_blobs: HashSet<OsString>,
-}
-
-impl DurableFiles {
-    fn open(dir: &Path) -> Result<DurableFiles> {
-        Ok(DurableFiles {
-            log_file: File::open(dir.join("db"))?,
-            blobs_dir: dir.join("blobs"),
-            synced_blobs: HashSet::new(),
-        })
-    }
-
-    fn sync(&mut self) -> Result<()> {
-        self.log_file.sync_data()?;
-        let entries = match std::fs::read_dir(&self.blobs_dir) {
-            Ok(entries) => entries,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(error) => return Err(error.into()),
-        };
-        let mut present = HashSet::new();
-        let mut synced_new = false;
-        for entry in entries {
-            let entry = entry?;
-            let name = entry.file_name();
-            if !self.synced_blobs.contains(&name) {
-                File::open(entry.path())?.sync_all()?;
-                synced_new = true;
-            }
-            present.insert(name);
-        }
-        if synced_new {
-            File::open(&self.blobs_dir)?.sync_all()?;
-        }
-        // sled deletes blobs it no longer needs; forget them so the set stays bounded.
-        self.synced_blobs = present;
-        Ok(())
-    }
-}
-
 /// Set after a storage error or when the log was found damaged at open: the state on disk is no
 /// longer known to match ours, so every later append is refused.
-type Poison = Arc<Mutex<Option<String>>>;
+pub(crate) type Poison = Arc<Mutex<Option<String>>>;
 
-fn poison_reason(poison: &Poison) -> Option<String> {
+pub(crate) fn poison_reason(poison: &Poison) -> Option<String> {
     poison.lock().expect("poison lock").clone()
 }
 
-pub(crate) struct Writer {
-    shared: Arc<Shared>,
-    /// Where the log ends once every commit handed to the syncer is durable.
-    head: HeadState,
-    clock: Clock,
-    /// The stream heads of the commit in flight (applied, not yet published).
-    /// Shared with the flight: the syncer publishes the same map, so it is never copied.
-    in_flight_heads: Arc<HashMap<String, Head>>,
-    poison: Poison,
-    syncer: Option<Syncer>,
+/// Poisons the log with `reason` unless it already is.
+pub(crate) fn set_poison(poison: &Poison, reason: String) {
+    poison.lock().expect("poison lock").get_or_insert(reason);
 }
 
-/// A commit applied to the tree, on its way to being durable and answered.
-struct Flight {
-    applied: Result<()>,
-    head: HeadState,
-    stream_heads: Arc<HashMap<String, Head>>,
-    writes: usize,
-    staged: Vec<Staged>,
-    replies: Vec<oneshot::Sender<Result<Appended>>>,
+/// A commit on its way through the sealer and the syncer to being answered.
+pub(crate) struct Flight {
+    /// Its place in the order of commits, from 1.
+    pub sequence: u64,
+    pub applied: Result<()>,
+    /// Where the log ends once this commit is durable.
+    pub head: HeadState,
+    pub stream_heads: Arc<HashMap<String, Head>>,
+    pub writes: usize,
+    /// Idempotency entries to write with the commit's chunks.
+    pub idempotency: Vec<(Vec<u8>, [u8; SEEN_KEY_BYTES])>,
+    pub staged: Vec<Staged>,
+    pub replies: Vec<oneshot::Sender<Result<Appended>>>,
 }
 
-/// Makes commits durable, publishes them and answers, in the order the writer applied them.
-struct Syncer {
-    db: sled::Db,
-    dir: PathBuf,
-    shared: Arc<Shared>,
-    files: DurableFiles,
-    poison: Poison,
-    /// Events published since the last heads snapshot.
-    since_snapshot: u64,
+/// From the writer to the sealer, in commit order.
+pub(crate) enum ToSeal {
+    /// A chunk of the commit being staged.
+    Chunk(RawChunk),
+    /// The commit's end: all its chunks came before.
+    End(Box<Flight>),
 }
 
 /// What one request in a commit comes to, before the commit is durable.
-enum Staged {
+pub(crate) enum Staged {
     Written(Vec<Envelope>),
     /// Same key and fingerprint as an earlier request in this very commit (by index).
     ReplayOfPending(usize),
+    /// Same key and fingerprint as a request of an earlier commit still in flight: its events are
+    /// read back once that commit is durable (it is answered first).
+    ReplayOfInFlight {
+        first_position: u64,
+        count: u32,
+    },
     Replayed(Vec<Envelope>),
     Failed(StoreError),
+}
+
+/// An idempotency key's request as the commit staging it (or one in flight) knows it.
+#[derive(Clone, Copy)]
+struct KeyedRequest {
+    fingerprint: [u8; 32],
+    /// The request's index in its commit.
+    index: usize,
+    first_position: u64,
+    count: u32,
+}
+
+/// A commit handed on and not yet finished by the syncer.
+struct InFlight {
+    sequence: u64,
+    stream_heads: Arc<HashMap<String, Head>>,
+    keys: HashMap<String, KeyedRequest>,
 }
 
 /// The log as it will stand once the commit being built is written.
 struct Pending {
     head: HeadState,
     stream_heads: HashMap<String, Head>,
-    keys: HashMap<String, ([u8; 32], usize)>,
-    chunks: ChunkWriter,
+    keys: HashMap<String, KeyedRequest>,
     idempotency: Vec<(Vec<u8>, [u8; SEEN_KEY_BYTES])>,
     writes: usize,
+}
+
+pub(crate) struct Writer {
+    shared: Arc<Shared>,
+    /// Where the log ends once every commit handed on is durable.
+    head: HeadState,
+    clock: Clock,
+    /// Commits handed on and not yet finished, oldest first.
+    in_flight: VecDeque<InFlight>,
+    /// The last commit the syncer has finished (published, or answered with an error).
+    finished: Arc<AtomicU64>,
+    next_sequence: u64,
+    chunks: ChunkWriter,
+    poison: Poison,
+    stages: Option<(Sealer, Syncer)>,
 }
 
 impl Writer {
     pub fn new(
         db: sled::Db,
-        dir: &Path,
+        dir: &std::path::Path,
         shared: Arc<Shared>,
         head: HeadState,
         clock: Clock,
@@ -205,28 +209,41 @@ impl Writer {
     ) -> Result<Writer> {
         let poison: Poison =
             Arc::new(Mutex::new(damage.map(|damage| format!("the log is damaged ({damage}); run verify"))));
-        let syncer = Syncer {
-            files: DurableFiles::open(dir)?,
-            db,
-            dir: dir.to_path_buf(),
-            shared: Arc::clone(&shared),
-            poison: Arc::clone(&poison),
-            since_snapshot: 0,
-        };
-        Ok(Writer { shared, head, clock, in_flight_heads: Arc::default(), poison, syncer: Some(syncer) })
+        let finished = Arc::new(AtomicU64::new(0));
+        let syncer = Syncer::new(db, dir, Arc::clone(&shared), Arc::clone(&poison), Arc::clone(&finished))?;
+        let sealer = Sealer::new(Arc::clone(&shared), Arc::clone(&poison));
+        Ok(Writer {
+            shared,
+            head,
+            clock,
+            in_flight: VecDeque::new(),
+            finished,
+            next_sequence: 1,
+            chunks: ChunkWriter::default(),
+            poison,
+            stages: Some((sealer, syncer)),
+        })
     }
 
     pub fn run(mut self, mut queue: mpsc::Receiver<Job>) {
-        // A rendezvous: handing commit N+1 over waits until the syncer has finished commit N.
-        let (flights, to_sync) = sync_channel::<Flight>(0);
-        let syncer = self.syncer.take().expect("the syncer starts once");
-        let syncing =
-            std::thread::Builder::new().name("flowbook-log-sync".into()).spawn(move || syncer.run(to_sync));
-        let syncing = match syncing {
-            Ok(handle) => handle,
+        let (sealer, syncer) = self.stages.take().expect("the stages start once");
+        let (to_seal, from_writer) = sync_channel::<ToSeal>(TO_SEAL_MESSAGES_MAX);
+        let (to_sync, from_sealer) = sync_channel::<Flight>(TO_SYNC_COMMITS_MAX);
+        let (spare, spares) = sync_channel::<Vec<u8>>(SPARE_CHUNK_BUFFERS_MAX);
+        let started = std::thread::Builder::new()
+            .name("flowbook-log-sync".into())
+            .spawn(move || syncer.run(from_sealer))
+            .and_then(|syncing| {
+                std::thread::Builder::new()
+                    .name("flowbook-log-seal".into())
+                    .spawn(move || sealer.run(from_writer, to_sync, spare))
+                    .map(|sealing| (sealing, syncing))
+            });
+        let (sealing, syncing) = match started {
+            Ok(threads) => threads,
             Err(error) => {
-                *self.poison.lock().expect("poison lock") = Some(format!("cannot start the syncer: {error}"));
-                // Answer everything with the poison, synchronously.
+                set_poison(&self.poison, format!("cannot start the log's threads: {error}"));
+                // Answer everything with the poison, here.
                 while let Some(job) = queue.blocking_recv() {
                     let _ = job
                         .reply
@@ -235,6 +252,7 @@ impl Writer {
                 return;
             }
         };
+        let mut output = Output { to_seal, spares };
         while let Some(first) = queue.blocking_recv() {
             let mut events = first.request.events.len();
             let mut jobs = vec![first];
@@ -247,22 +265,30 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let flight = self.commit(jobs);
-            if flights.send(flight).is_err() {
-                break; // the syncer is gone: it panicked; its callers see their answers dropped
+            if self.commit(jobs, &mut output).is_err() {
+                break; // the sealer is gone: it panicked; its callers see their answers dropped
             }
         }
-        drop(flights);
+        drop(output);
+        let _ = sealing.join();
         let _ = syncing.join();
     }
 
-    /// Stages a commit and applies it to the tree; the syncer makes it durable.
-    fn commit(&mut self, jobs: Vec<Job>) -> Flight {
+    /// Stages a commit, handing its chunks and then its end to the sealer.
+    fn commit(&mut self, jobs: Vec<Job>, output: &mut Output) -> std::result::Result<(), Gone> {
+        let finished = self.finished.load(Ordering::Acquire);
+        while self.in_flight.front().is_some_and(|commit| commit.sequence <= finished) {
+            self.in_flight.pop_front();
+        }
+        let sequence = self.next_sequence;
+        self.next_sequence += 1;
         let mut flight = Flight {
+            sequence,
             applied: Ok(()),
             head: self.head.clone(),
             stream_heads: Arc::default(),
             writes: 0,
+            idempotency: Vec::new(),
             staged: Vec::with_capacity(jobs.len()),
             replies: Vec::with_capacity(jobs.len()),
         };
@@ -271,7 +297,7 @@ impl Writer {
                 flight.staged.push(Staged::Failed(StoreError::Poisoned(reason.clone())));
                 flight.replies.push(job.reply);
             }
-            return flight;
+            return output.send(ToSeal::End(Box::new(flight)));
         }
         // One recorded_at per commit, never before the last one (the clock may step back).
         // Microseconds: finer digits are noise in an audit trail.
@@ -282,38 +308,30 @@ impl Writer {
             head: self.head.clone(),
             stream_heads: HashMap::new(),
             keys: HashMap::new(),
-            chunks: ChunkWriter::default(),
             idempotency: Vec::new(),
             writes: 0,
         };
         for (index, job) in jobs.into_iter().enumerate() {
             let outcome = self
-                .stage(job.request, &job.rendered, index, recorded_at, &mut pending)
+                .stage(job.request, &job.rendered, index, recorded_at, &mut pending, output)?
                 .unwrap_or_else(Staged::Failed);
             flight.staged.push(outcome);
             flight.replies.push(job.reply);
         }
-        if pending.writes > 0 {
-            let mut batch = sled::Batch::default();
-            for (first, chunk) in pending.chunks.finish() {
-                batch.insert(&keys::event_key(first), chunk);
-            }
-            for (key, seen) in pending.idempotency {
-                batch.insert(key, &seen[..]);
-            }
-            flight.applied = self.shared.tree.apply_batch(batch).map_err(StoreError::from);
+        if let Some(last) = self.chunks.take(output.spare_buffer()) {
+            output.send(ToSeal::Chunk(last))?;
         }
         flight.stream_heads = Arc::new(pending.stream_heads);
-        match &flight.applied {
-            Err(error) => *self.poison.lock().expect("poison lock") = Some(error.to_string()),
-            Ok(()) => {
-                self.head = pending.head.clone();
-                self.in_flight_heads = Arc::clone(&flight.stream_heads);
-            }
-        }
-        flight.head = pending.head;
+        flight.head = pending.head.clone();
         flight.writes = pending.writes;
-        flight
+        flight.idempotency = pending.idempotency;
+        self.head = pending.head;
+        self.in_flight.push_back(InFlight {
+            sequence,
+            stream_heads: Arc::clone(&flight.stream_heads),
+            keys: pending.keys,
+        });
+        output.send(ToSeal::End(Box::new(flight)))
     }
 
     /// Checks one request against the pending state and stages its writes. Every check happens
@@ -325,32 +343,12 @@ impl Writer {
         index: usize,
         recorded_at: DateTime<Utc>,
         pending: &mut Pending,
-    ) -> Result<Staged> {
-        if let Some(key) = &request.idempotency {
-            if let Some((fingerprint, first)) = pending.keys.get(&key.key) {
-                return if *fingerprint == key.fingerprint {
-                    Ok(Staged::ReplayOfPending(*first))
-                } else {
-                    Err(StoreError::IdempotencyKeyReused)
-                };
-            }
-            if let Some(seen) = lookup_idempotency(&self.shared.tree, &key.key)? {
-                if seen.fingerprint != key.fingerprint {
-                    return Err(StoreError::IdempotencyKeyReused);
-                }
-                let events = read_positions(&self.shared.tree, seen.first_position, seen.count)?;
-                return Ok(Staged::Replayed(events));
-            }
-        }
-        for (stream, expected) in &request.expected_versions {
-            let actual = self.stream_head(stream, pending).version;
-            if actual != *expected {
-                return Err(StoreError::VersionConflict {
-                    stream: stream.clone(),
-                    expected: *expected,
-                    actual,
-                });
-            }
+        output: &mut Output,
+    ) -> std::result::Result<Result<Staged>, Gone> {
+        match self.check(&request, pending) {
+            Ok(None) => {}
+            Ok(Some(replay)) => return Ok(Ok(replay)),
+            Err(error) => return Ok(Err(error)),
         }
         // Every check is done: from here on the request is staged whole.
         let first_position = pending.head.next_position;
@@ -364,7 +362,11 @@ impl Writer {
                 recorded_at,
                 previous_in_stream: previous.position,
             };
-            let hash = pending.chunks.push(rendered, event_index, &stamp, &pending.head.last_hash);
+            let hash = self.chunks.push(rendered, event_index, &stamp, &pending.head.last_hash);
+            if self.chunks.is_full() {
+                let full = self.chunks.take(output.spare_buffer()).expect("a full chunk");
+                output.send(ToSeal::Chunk(full))?;
+            }
             let head = Head { version: stamp.version, position: stamp.position };
             pending.stream_heads.insert(event.stream.clone(), head);
             pending.writes += 1;
@@ -387,14 +389,61 @@ impl Writer {
         if let Some(key) = &request.idempotency {
             let seen = SeenKey { fingerprint: key.fingerprint, first_position, count };
             pending.idempotency.push((keys::idempotency_key(&key.key), seen.encode()));
-            pending.keys.insert(key.key.clone(), (key.fingerprint, index));
+            let keyed = KeyedRequest { fingerprint: key.fingerprint, index, first_position, count };
+            pending.keys.insert(key.key.clone(), keyed);
         }
-        Ok(Staged::Written(envelopes))
+        Ok(Ok(Staged::Written(envelopes)))
     }
 
-    /// A stream's head as it will stand after the requests staged so far.
+    /// A request's idempotency key and expected versions against the log as it will stand:
+    /// `Some` when the key was seen before with the same request (a replay, nothing to write).
+    fn check(&self, request: &AppendRequest, pending: &Pending) -> Result<Option<Staged>> {
+        if let Some(key) = &request.idempotency {
+            let reused = |fingerprint: &[u8; 32]| *fingerprint != key.fingerprint;
+            if let Some(earlier) = pending.keys.get(&key.key) {
+                if reused(&earlier.fingerprint) {
+                    return Err(StoreError::IdempotencyKeyReused);
+                }
+                return Ok(Some(Staged::ReplayOfPending(earlier.index)));
+            }
+            // Newest first, then the tree: a commit leaves the flight only once it is applied.
+            if let Some(earlier) = self.in_flight.iter().rev().find_map(|commit| commit.keys.get(&key.key)) {
+                if reused(&earlier.fingerprint) {
+                    return Err(StoreError::IdempotencyKeyReused);
+                }
+                let replay =
+                    Staged::ReplayOfInFlight { first_position: earlier.first_position, count: earlier.count };
+                return Ok(Some(replay));
+            }
+            if let Some(seen) = lookup_idempotency(&self.shared.tree, &key.key)? {
+                if reused(&seen.fingerprint) {
+                    return Err(StoreError::IdempotencyKeyReused);
+                }
+                let events =
+                    crate::store::read_positions(&self.shared.tree, seen.first_position, seen.count)?;
+                return Ok(Some(Staged::Replayed(events)));
+            }
+        }
+        for (stream, expected) in &request.expected_versions {
+            let actual = self.stream_head(stream, pending).version;
+            if actual != *expected {
+                return Err(StoreError::VersionConflict {
+                    stream: stream.clone(),
+                    expected: *expected,
+                    actual,
+                });
+            }
+        }
+        Ok(None)
+    }
+
+    /// A stream's head as it will stand after the requests staged so far: this commit's, else the
+    /// newest commit in flight that wrote it, else the published one.
     fn stream_head(&self, stream: &str, pending: &Pending) -> Head {
-        if let Some(head) = pending.stream_heads.get(stream).or_else(|| self.in_flight_heads.get(stream)) {
+        if let Some(head) = pending.stream_heads.get(stream) {
+            return *head;
+        }
+        if let Some(head) = self.in_flight.iter().rev().find_map(|commit| commit.stream_heads.get(stream)) {
             return *head;
         }
         let heads = self.shared.heads.read().expect("heads lock");
@@ -402,92 +451,22 @@ impl Writer {
     }
 }
 
-impl Syncer {
-    fn run(mut self, flights: Receiver<Flight>) {
-        for flight in flights {
-            self.finish(flight);
-            if self.since_snapshot >= HEADS_SNAPSHOT_EVERY_EVENTS {
-                self.snapshot_heads();
-            }
-        }
-        if self.since_snapshot > 0 {
-            self.snapshot_heads();
-        }
-        let _ = self.db.flush();
-    }
+/// The sealer stopped taking messages (it panicked).
+struct Gone;
 
-    /// Makes one commit durable, publishes it and answers its callers.
-    fn finish(&mut self, flight: Flight) {
-        let durable = match (poison_reason(&self.poison), flight.applied) {
-            (Some(reason), _) => Err(StoreError::Poisoned(reason)),
-            (None, Err(error)) => Err(error),
-            (None, Ok(())) if flight.writes == 0 => Ok(()),
-            (None, Ok(())) => self.db.flush().map_err(StoreError::from).and_then(|_| self.files.sync()),
-        };
-        match &durable {
-            Err(error) => {
-                let mut poison = self.poison.lock().expect("poison lock");
-                if poison.is_none() {
-                    *poison = Some(error.to_string());
-                }
-            }
-            Ok(()) if flight.writes > 0 => {
-                self.since_snapshot += flight.writes as u64;
-                let committed = flight.head.next_position - 1;
-                let mut heads = self.shared.heads.write().expect("heads lock");
-                for (stream, head) in flight.stream_heads.iter() {
-                    heads.set(stream, *head);
-                }
-                // Under the heads lock, so that a snapshot sees heads and position together.
-                self.shared.committed_head.store(committed, Ordering::Release);
-                drop(heads);
-                self.shared.head_watch.send_replace(committed);
-            }
-            Ok(()) => {}
-        }
-        answer(flight.staged, flight.replies, durable);
-    }
-
-    /// Writes the heads snapshot. A failure costs only a longer replay at the next open, so it is
-    /// reported and the log carries on.
-    fn snapshot_heads(&mut self) {
-        if self.poison.lock().expect("poison lock").is_some() {
-            return;
-        }
-        let heads = self.shared.heads.read().expect("heads lock");
-        let committed = self.shared.committed_head.load(Ordering::Acquire);
-        match heads::write_snapshot(&self.dir, committed, &heads) {
-            Ok(()) => self.since_snapshot = 0,
-            Err(error) => eprintln!("flowbook-store: could not write the heads snapshot: {error}"),
-        }
-    }
+/// The writer's ends of its channels to and from the sealer.
+struct Output {
+    to_seal: SyncSender<ToSeal>,
+    spares: Receiver<Vec<u8>>,
 }
 
-/// Answers every caller of a commit. Replays of a request written in the same commit get a copy
-/// of its events; nothing else is copied.
-fn answer(staged: Vec<Staged>, replies: Vec<oneshot::Sender<Result<Appended>>>, durable: Result<()>) {
-    let replayed_in_commit: HashMap<usize, Vec<Envelope>> = staged
-        .iter()
-        .filter_map(|outcome| match outcome {
-            Staged::ReplayOfPending(first) => match &staged[*first] {
-                Staged::Written(events) => Some((*first, events.clone())),
-                _ => None,
-            },
-            _ => None,
-        })
-        .collect();
-    for (reply, outcome) in replies.into_iter().zip(staged) {
-        let answer = match (outcome, &durable) {
-            (Staged::Failed(error), _) => Err(error),
-            (_, Err(StoreError::Poisoned(reason))) => Err(StoreError::Poisoned(reason.clone())),
-            (_, Err(error)) => Err(StoreError::Io(error.to_string())),
-            (Staged::Written(events), Ok(())) => Ok(Appended::Written(events)),
-            (Staged::Replayed(events), Ok(())) => Ok(Appended::Replayed(events)),
-            (Staged::ReplayOfPending(first), Ok(())) => {
-                Ok(Appended::Replayed(replayed_in_commit.get(&first).cloned().unwrap_or_default()))
-            }
-        };
-        // A caller that gave up waiting is not an error of the log.
-        let _ = reply.send(answer);
+impl Output {
+    fn send(&mut self, message: ToSeal) -> std::result::Result<(), Gone> {
+        self.to_seal.send(message).map_err(|_| Gone)
+    }
+
+    /// A spent chunk buffer if the sealer has one back, else a new one.
+    fn spare_buffer(&mut self) -> Vec<u8> {
+        self.spares.try_recv().unwrap_or_else(|_| Vec::with_capacity(crate::record::CHUNK_BYTES_TARGET * 2))
     }
 }

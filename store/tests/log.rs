@@ -142,6 +142,64 @@ fn equal_requests_racing_in_one_commit_append_once() {
     assert_eq!(store.head(), 1);
 }
 
+/// Commits go through three threads (stamping, sealing, syncing), so a request is often checked
+/// while the commit before it is applied but not yet durable, or not even applied. It must see
+/// that commit's stream heads and idempotency keys all the same.
+#[test]
+fn requests_see_the_commits_still_in_flight_before_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    for round in 0..5u64 {
+        let key = |fingerprint: u8| {
+            Some(IdempotencyKey { key: format!("bulk{round}"), fingerprint: [fingerprint; 32] })
+        };
+        let stream = format!("m{round}");
+        let bulk = AppendRequest {
+            events: (1..=3_000).map(|n| event(&stream, n)).collect(),
+            expected_versions: vec![],
+            idempotency: key(1),
+        };
+        let first = store.submit(bulk).unwrap();
+        // Long enough for the writer to take the bulk request alone and start stamping it,
+        // short of its being durable: what follows is staged while it is in flight.
+        std::thread::sleep(std::time::Duration::from_millis(1 + round));
+        let again =
+            AppendRequest { events: vec![event(&stream, 1)], expected_versions: vec![], idempotency: key(1) };
+        let again = store.submit(again).unwrap();
+        let reused =
+            AppendRequest { events: vec![event(&stream, 1)], expected_versions: vec![], idempotency: key(2) };
+        let reused = store.submit(reused).unwrap();
+        let next = AppendRequest {
+            events: vec![event(&stream, 9)],
+            expected_versions: vec![(stream.clone(), 3_000)],
+            idempotency: None,
+        };
+        let next = store.submit(next).unwrap();
+        let stale = AppendRequest {
+            events: vec![event(&stream, 9)],
+            expected_versions: vec![(stream.clone(), 3_000)],
+            idempotency: None,
+        };
+        let stale = store.submit(stale).unwrap();
+
+        let first = match first.wait().unwrap() {
+            Appended::Written(events) => events,
+            other => panic!("expected a write, got {other:?}"),
+        };
+        assert_eq!(again.wait().unwrap(), Appended::Replayed(first.clone()), "round {round}");
+        assert!(matches!(reused.wait(), Err(StoreError::IdempotencyKeyReused)), "round {round}");
+        let next = next.wait().unwrap().into_events();
+        assert_eq!((next[0].version, next[0].position), (3_001, first[2_999].position + 1), "round {round}");
+        match stale.wait() {
+            Err(StoreError::VersionConflict { expected: 3_000, actual: 3_001, .. }) => {}
+            other => panic!("round {round}: expected a conflict, got {other:?}"),
+        }
+        assert_eq!(store.head(), next[0].position);
+    }
+    assert_eq!(store.head(), 5 * 3_001);
+    assert!(store.verify().unwrap().ok);
+}
+
 #[test]
 fn recorded_at_never_decreases_even_when_the_clock_steps_back() {
     let dir = tempfile::tempdir().unwrap();
