@@ -98,7 +98,8 @@ impl Syncer {
         })
     }
 
-    pub fn run(mut self, flights: Receiver<Flight>) {
+    /// Finishes commits as they come; takes a token out of `in_flight` for each.
+    pub fn run(mut self, flights: Receiver<Flight>, in_flight: Receiver<()>) {
         while let Ok(first) = flights.recv() {
             // Every commit applied meanwhile is made durable by the same flush.
             let mut group = vec![first];
@@ -108,7 +109,11 @@ impl Syncer {
                     Err(_) => break,
                 }
             }
+            let finished = group.len();
             self.finish(group);
+            for _ in 0..finished {
+                let _ = in_flight.try_recv();
+            }
             if self.since_snapshot >= HEADS_SNAPSHOT_EVERY_EVENTS {
                 self.snapshot_heads();
             }

@@ -45,6 +45,12 @@ const TO_SEAL_MESSAGES_MAX: usize = 64;
 /// Applied commits queued for the syncer, beyond the one it is syncing.
 const TO_SYNC_COMMITS_MAX: usize = 4;
 
+/// Commits handed on and not yet finished by the syncer, at most: one syncing, one being applied,
+/// one being staged. A writer running further ahead would only cut the queue into more, smaller
+/// commits — more sled values of a few events, more bytes on disk per event — while the disk is
+/// busy anyway; waiting instead lets the queue gather into the next commit.
+const COMMITS_IN_FLIGHT_MAX: usize = 3;
+
 /// Spent chunk buffers waiting to be filled again.
 const SPARE_CHUNK_BUFFERS_MAX: usize = 2 * TO_SEAL_MESSAGES_MAX;
 
@@ -230,9 +236,12 @@ impl Writer {
         let (to_seal, from_writer) = sync_channel::<ToSeal>(TO_SEAL_MESSAGES_MAX);
         let (to_sync, from_sealer) = sync_channel::<Flight>(TO_SYNC_COMMITS_MAX);
         let (spare, spares) = sync_channel::<Vec<u8>>(SPARE_CHUNK_BUFFERS_MAX);
+        // A token per commit in flight: the writer puts one in before staging a commit, the
+        // syncer takes one out when it has finished one.
+        let (in_flight, finished_commits) = sync_channel::<()>(COMMITS_IN_FLIGHT_MAX);
         let started = std::thread::Builder::new()
             .name("flowbook-log-sync".into())
-            .spawn(move || syncer.run(from_sealer))
+            .spawn(move || syncer.run(from_sealer, finished_commits))
             .and_then(|syncing| {
                 std::thread::Builder::new()
                     .name("flowbook-log-seal".into())
@@ -254,6 +263,9 @@ impl Writer {
         };
         let mut output = Output { to_seal, spares };
         while let Some(first) = queue.blocking_recv() {
+            if in_flight.send(()).is_err() {
+                break; // the syncer is gone: it panicked
+            }
             let mut events = first.request.events.len();
             let mut jobs = vec![first];
             while events < COMMIT_EVENTS_MAX {
@@ -270,6 +282,7 @@ impl Writer {
             }
         }
         drop(output);
+        drop(in_flight);
         let _ = sealing.join();
         let _ = syncing.join();
     }
