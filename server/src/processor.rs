@@ -123,10 +123,10 @@ struct State {
     batch_sizes: Arc<crate::metrics::BatchSizes>,
 }
 
-/// An append submitted to the log, and whom to answer.
+/// An append decided (by its index among the batch's appends), and whom to answer.
 enum Outcome {
-    Submitted(Submitted, oneshot::Sender<Result<Written, ApiError>>),
-    Sweep(Vec<Submitted>, oneshot::Sender<Result<usize, ApiError>>),
+    Submitted(usize, oneshot::Sender<Result<Written, ApiError>>),
+    Sweep(Vec<usize>, oneshot::Sender<Result<usize, ApiError>>),
     /// Same key and body as an earlier write of this batch: answered with its result.
     FollowerOf(usize, oneshot::Sender<Result<Written, ApiError>>),
 }
@@ -152,6 +152,8 @@ impl State {
         let mut pending: Vec<RecordedEvent> = Vec::new();
         let mut keys: HashMap<String, ([u8; 32], usize)> = HashMap::new();
         let mut outcomes: Vec<Outcome> = Vec::new();
+        // Queued together once the batch is decided, so the log commits them as one.
+        let mut appends: Vec<AppendRequest> = Vec::new();
         for job in jobs {
             match job {
                 Job::Write(write) => {
@@ -200,13 +202,13 @@ impl State {
                         }
                     };
                     let key = write.idempotency.clone();
-                    match self.submit(&store, &actor, &events, key.clone(), &mut next_position, &mut pending)
-                    {
-                        Ok(submitted) => {
+                    match self.decided(&actor, &events, key.clone(), &mut next_position, &mut pending) {
+                        Ok(append) => {
                             if let Some(key) = key {
                                 keys.insert(key.key, (key.fingerprint, outcomes.len()));
                             }
-                            outcomes.push(Outcome::Submitted(submitted, write.reply));
+                            outcomes.push(Outcome::Submitted(appends.len(), write.reply));
+                            appends.push(append);
                         }
                         Err(error) => {
                             let _ = write.reply.send(Err(error));
@@ -216,15 +218,11 @@ impl State {
                 Job::Sweep { now, reply } => {
                     let mut submitted = Vec::new();
                     for events in expire_overdue_letters(&self.world, now) {
-                        match self.submit(
-                            &store,
-                            SYSTEM_ACTOR,
-                            &events,
-                            None,
-                            &mut next_position,
-                            &mut pending,
-                        ) {
-                            Ok(one) => submitted.push(one),
+                        match self.decided(SYSTEM_ACTOR, &events, None, &mut next_position, &mut pending) {
+                            Ok(append) => {
+                                submitted.push(appends.len());
+                                appends.push(append);
+                            }
                             Err(error) => tracing::error!("sweep: {}", error.message),
                         }
                     }
@@ -232,20 +230,21 @@ impl State {
                 }
             }
         }
-        self.finish(outcomes);
+        let submitted = store.submit_all(appends);
+        self.finish(outcomes, submitted);
     }
 
     /// Applies decided events to the write model with the positions the log will give them, and
-    /// submits them as one atomic append with the versions they were decided on.
-    fn submit(
+    /// makes them one atomic append with the versions they were decided on. An append the log
+    /// would refuse by its checks is refused here, before the write model sees it.
+    fn decided(
         &mut self,
-        store: &Store,
         actor: &str,
         events: &[NewEvent],
         idempotency: Option<IdempotencyKey>,
         next_position: &mut u64,
         pending: &mut Vec<RecordedEvent>,
-    ) -> Result<Submitted, ApiError> {
+    ) -> Result<AppendRequest, ApiError> {
         let mut expected_versions: Vec<(String, u64)> = Vec::new();
         for event in events {
             let name = event.stream.to_string();
@@ -258,7 +257,7 @@ impl State {
             expected_versions,
             idempotency,
         };
-        let submitted = store.submit(request)?;
+        Store::check(&request)?;
         let now = Utc::now();
         for event in events {
             let recorded = RecordedEvent {
@@ -275,19 +274,23 @@ impl State {
             let live = &self.live;
             self.world.apply(&recorded, |member| member_history(live, member, pending));
         }
-        Ok(submitted)
+        Ok(request)
     }
 
     /// Waits for every append of the batch, catches the read models up, and answers.
-    fn finish(&mut self, outcomes: Vec<Outcome>) {
+    fn finish(&mut self, outcomes: Vec<Outcome>, submitted: Vec<Result<Submitted, StoreError>>) {
+        let mut submitted: Vec<Option<Result<Submitted, StoreError>>> =
+            submitted.into_iter().map(Some).collect();
+        let mut wait = |index: usize| -> Result<flowbook_store::Appended, StoreError> {
+            submitted[index].take().expect("each append is waited for once").and_then(Submitted::wait)
+        };
         let mut results: Vec<Option<Result<Written, ApiError>>> = Vec::with_capacity(outcomes.len());
         let mut failed = false;
         let mut answers = Vec::new();
         for outcome in outcomes {
             match outcome {
-                Outcome::Submitted(submitted, reply) => {
-                    let result = submitted
-                        .wait()
+                Outcome::Submitted(index, reply) => {
+                    let result = wait(index)
                         .map(|appended| Written { events: appended.into_events(), replayed: false })
                         .map_err(ApiError::from);
                     failed |= result.is_err();
@@ -301,8 +304,8 @@ impl State {
                 Outcome::Sweep(submitted, reply) => {
                     let mut expired = 0;
                     let mut error = None;
-                    for one in submitted {
-                        match one.wait() {
+                    for index in submitted {
+                        match wait(index) {
                             Ok(_) => expired += 1,
                             Err(e) => error = Some(ApiError::from(e)),
                         }

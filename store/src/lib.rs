@@ -78,7 +78,7 @@ pub use store::{
 
 /// Everything that can go wrong in the log. Callers map these to their own errors; none of them is
 /// a panic.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("stream {stream} is at version {actual}, not the expected {expected}")]
     VersionConflict { stream: String, expected: u64, actual: u64 },

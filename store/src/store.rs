@@ -186,9 +186,54 @@ impl Store {
         Ok(Submitted(self.enqueue(request)?))
     }
 
+    /// Checks a request as [`Store::submit`] does (sizes, names, keys), without queueing it.
+    pub fn check(request: &AppendRequest) -> Result<()> {
+        check_request(request)
+    }
+
+    /// Queues several appends at once, in order, so that the writer finds them together: one
+    /// commit, one durable flush. Each is still atomic on its own and answered on its own. A
+    /// request refused here (by its checks, or a full queue) refuses every one after it too, so a
+    /// caller whose later requests build on earlier ones never has a later one written without the
+    /// earlier.
+    pub fn submit_all(&self, requests: Vec<AppendRequest>) -> Vec<Result<Submitted>> {
+        let mut refused: Option<StoreError> = None;
+        let mut answers = Vec::with_capacity(requests.len());
+        // Rendered first, so that the queueing itself takes no longer than the writer needs to
+        // wake up.
+        let rendered: Vec<Result<(AppendRequest, record::Rendered)>> = requests
+            .into_iter()
+            .map(|request| {
+                check_request(&request)?;
+                let rendered = record::Rendered::of(&request.events);
+                Ok((request, rendered))
+            })
+            .collect();
+        for request in rendered {
+            if let Some(error) = &refused {
+                answers.push(Err(error.clone()));
+                continue;
+            }
+            let queued = request.and_then(|(request, rendered)| self.queue(request, rendered));
+            if let Err(error) = &queued {
+                refused = Some(error.clone());
+            }
+            answers.push(queued.map(Submitted));
+        }
+        answers
+    }
+
     fn enqueue(&self, request: AppendRequest) -> Result<oneshot::Receiver<Result<Appended>>> {
         check_request(&request)?;
         let rendered = record::Rendered::of(&request.events);
+        self.queue(request, rendered)
+    }
+
+    fn queue(
+        &self,
+        request: AppendRequest,
+        rendered: record::Rendered,
+    ) -> Result<oneshot::Receiver<Result<Appended>>> {
         let (reply, receiver) = oneshot::channel();
         let sender = self.sender.as_ref().ok_or(StoreError::Closed)?;
         sender.try_send(Job { request, rendered, reply }).map_err(|error| match error {

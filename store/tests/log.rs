@@ -201,6 +201,29 @@ fn requests_see_the_commits_still_in_flight_before_them() {
 }
 
 #[test]
+fn requests_queued_together_are_answered_each_and_a_refusal_refuses_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let one = |n: u64| AppendRequest { events: vec![event("m", n)], ..Default::default() };
+    let answers: Vec<_> = store.submit_all(vec![one(1), one(2), one(3)]);
+    let positions: Vec<u64> =
+        answers.into_iter().map(|a| a.unwrap().wait().unwrap().events()[0].position).collect();
+    assert_eq!(positions, vec![1, 2, 3]);
+
+    let too_big = AppendRequest {
+        events: (0..=APPEND_EVENTS_MAX as u64).map(|n| event("m", n)).collect(),
+        ..Default::default()
+    };
+    let answers = store.submit_all(vec![one(4), too_big, one(5)]);
+    let outcomes: Vec<_> = answers.into_iter().map(|a| a.and_then(|submitted| submitted.wait())).collect();
+    assert_eq!(outcomes[0].as_ref().unwrap().events()[0].version, 4);
+    for refused in &outcomes[1..] {
+        assert!(matches!(refused, Err(StoreError::LimitExceeded { .. })), "{refused:?}");
+    }
+    assert_eq!(store.head(), 4, "nothing after the refused request was written");
+}
+
+#[test]
 fn recorded_at_never_decreases_even_when_the_clock_steps_back() {
     let dir = tempfile::tempdir().unwrap();
     let seconds = Arc::new(AtomicI64::new(1_800_000_000));
