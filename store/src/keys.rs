@@ -1,9 +1,15 @@
 //! The key layout of the single sled tree: `e` + first position → a chunk of events,
-//! `i` + idempotency key → what that request appended. All integers are big-endian so that sled's byte order
+//! `i` + idempotency key → what that request appended, `c` → the last position of the last whole
+//! commit. All integers are big-endian so that sled's byte order
 //! is numeric order.
 
 pub const EVENT_PREFIX: u8 = b'e';
 pub const IDEMPOTENCY_PREFIX: u8 = b'i';
+
+/// The commit mark: the last position of the last commit written whole. A commit's chunks are
+/// inserted as they are sealed and the mark moves in one batch with its idempotency entries, last:
+/// chunks past the mark belong to a commit that never finished, and opening removes them.
+pub const COMMIT_MARK: &[u8] = b"c";
 
 /// `e` + position.
 pub fn event_key(position: u64) -> [u8; 9] {

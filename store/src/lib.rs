@@ -6,14 +6,18 @@
 //!
 //! # Layout
 //!
-//! One sled tree holds everything, under key prefixes (see [`keys`]), so that one group commit is
-//! one `Tree::apply_batch` — sled writes a batch atomically, and a multi-tree transaction would
-//! cost far more per event:
+//! One sled tree holds everything, under key prefixes (see [`keys`]):
 //!
-//! - `e` + position → the record: format byte, CRC-32 of the rest, the event's chain hash, and the
-//!   canonical envelope JSON (the exact bytes the hash covers);
-//! - `s` + stream + `0x00` + version → position (the stream index);
-//! - `i` + idempotency key → request fingerprint and the positions it appended.
+//! - `e` + first position → a chunk of up to 16 consecutive records (LZ4, one CRC-32), each with
+//!   its chain hash, its stream's previous position and the canonical envelope JSON (the exact
+//!   bytes the hash covers);
+//! - `i` + idempotency key → request fingerprint and the positions it appended;
+//! - `c` → the commit mark: where the last whole commit ends.
+//!
+//! A commit's chunks are inserted as they are sealed; its idempotency entries and the new commit
+//! mark follow in one `Tree::apply_batch` (atomic). sled recovers a prefix of what it was given,
+//! so after a crash anything past the mark is a commit that never finished — never acknowledged —
+//! and opening removes it: a commit is whole or absent.
 //!
 //! # Durability: what "acknowledged" rests on
 //!
@@ -36,7 +40,7 @@
 //! One writer thread owns the write path. Appends wait in a bounded queue; the writer takes
 //! everything that has accumulated (up to [`limits::COMMIT_EVENTS_MAX`]), checks and stamps each
 //! request in order and hands the commit on: a sealer thread compresses its chunks (while the
-//! writer is still stamping) and applies it as one sled batch, and a syncer thread makes it
+//! writer is still stamping), inserts them and ends the commit (see Layout), and a syncer thread makes it
 //! durable — with every other commit applied meanwhile, in one flush — and then answers every
 //! caller. A request that fails its checks writes nothing and is answered with its commit.
 

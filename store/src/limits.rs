@@ -19,7 +19,7 @@ pub const APPEND_EVENTS_MAX: usize = 10_000;
 /// this only bounds memory when the disk stalls.
 pub const QUEUE_REQUESTS_MAX: usize = 4_096;
 
-/// Events written by one group commit (one sled batch, one durable flush). Bounds the writer's
+/// Events written by one group commit (one commit mark, one durable flush). Bounds the writer's
 /// memory and the latency a single commit adds for the callers queued behind it.
 pub const COMMIT_EVENTS_MAX: usize = 50_000;
 

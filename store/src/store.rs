@@ -129,10 +129,11 @@ impl Store {
             .flush_every_ms(None);
         let db = open_waiting_for_lock(&config)?;
         let tree = db.open_tree("log")?;
+        let mark_damage = settle_commit_mark(&tree)?;
         let (head, committed, mut damage) = match load_head(&tree) {
             Ok(head) => {
                 let committed = head.next_position - 1;
-                (head, committed, None)
+                (head, committed, mark_damage)
             }
             // Reads still reach every stored record (and report the damage); appends are refused.
             Err(error) => (HeadState::empty(), last_chunk_position(&tree), Some(error.to_string())),
@@ -534,6 +535,44 @@ fn last_chunk_position(tree: &sled::Tree) -> u64 {
         Some(Ok((key, _))) => keys::position_of_event_key(&key).unwrap_or(0),
         _ => 0,
     }
+}
+
+/// Makes the log end where its last whole commit ends: removes the chunks of a commit that was
+/// being written when the process stopped (past the commit mark; never acknowledged), and gives a
+/// log without a mark — new, or written before marks — one at its last record (such logs were
+/// written a commit to a batch, whole). Chunks inserted by later commits land after the removal
+/// in sled's log, so one flush makes both durable.
+/// Answers damage found (appends are then refused; reads still work).
+fn settle_commit_mark(tree: &sled::Tree) -> Result<Option<String>> {
+    let last = last_chunk_position(tree);
+    let end_of_last = || chunk_at(tree, last).ok().flatten().map(|chunk| chunk.last_position());
+    match tree.get(keys::COMMIT_MARK)? {
+        Some(mark) => {
+            let Ok(mark) = <[u8; 8]>::try_from(mark.as_ref()).map(u64::from_be_bytes) else {
+                return Ok(Some("the commit mark is damaged".into()));
+            };
+            if last > mark {
+                let unfinished = keys::event_key(mark + 1)..=keys::event_key(u64::MAX);
+                let mut removal = sled::Batch::default();
+                for entry in tree.range(unfinished) {
+                    removal.remove(entry?.0);
+                }
+                tree.apply_batch(removal)?;
+            } else if last > 0 && end_of_last() != Some(mark) {
+                return Ok(Some(format!("the commit mark says position {mark}, the log ends elsewhere")));
+            }
+        }
+        None if last == 0 => {
+            tree.insert(keys::COMMIT_MARK, &0u64.to_be_bytes())?;
+        }
+        // A damaged last chunk gets no mark: the open reports the damage.
+        None => {
+            if let Some(end) = end_of_last() {
+                tree.insert(keys::COMMIT_MARK, &end.to_be_bytes())?;
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// Reads the last record to learn where the log stands.

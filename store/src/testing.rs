@@ -52,3 +52,13 @@ pub fn damage_record(dir: &Path, position: u64, damage: Damage) -> Result<()> {
     db.flush()?;
     Ok(())
 }
+
+/// Moves the commit mark of the (closed) store in `dir` back to `position`: the state a crash
+/// leaves when a commit's chunks were inserted and its end was not.
+pub fn unfinish_commits_after(dir: &Path, position: u64) -> Result<()> {
+    let db = crate::store::open_waiting_for_lock(&sled::Config::new().path(dir))?;
+    let tree = db.open_tree("log")?;
+    tree.insert(keys::COMMIT_MARK, &position.to_be_bytes())?;
+    db.flush()?;
+    Ok(())
+}

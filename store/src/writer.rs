@@ -6,8 +6,9 @@
 //!    checks each request in order against the log as it will stand after the requests before it
 //!    (so two appends in one commit see each other), stamps the accepted events and chains their
 //!    hashes, handing each chunk to the sealer as it fills;
-//! 2. the **sealer** (`seal.rs`) compresses and frames each chunk while the writer is still
-//!    stamping the next, and at the commit's end applies the commit as one sled batch;
+//! 2. the **sealer** (`seal.rs`) compresses, frames and inserts each chunk while the writer is
+//!    still stamping the next, and at the commit's end moves the commit mark (see the crate docs:
+//!    a commit is whole or absent after a crash);
 //! 3. the **syncer** (`sync.rs`) makes applied commits durable — every commit waiting for it in
 //!    one flush and `fdatasync` — publishes them (stream heads, the committed head) and only then
 //!    answers.

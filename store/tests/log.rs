@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use flowbook_store::limits::{APPEND_EVENTS_MAX, EVENT_DATA_BYTES_MAX};
-use flowbook_store::testing::{damage_record, Damage};
+use flowbook_store::testing::{damage_record, unfinish_commits_after, Damage};
 use flowbook_store::{
     AppendRequest, Appended, Envelope, IdempotencyKey, NewEvent, Store, StoreError, StoreOptions,
 };
@@ -263,6 +263,31 @@ fn limits_are_errors_not_panics() {
         Err(StoreError::InvalidAppend(_))
     ));
     assert_eq!(store.head(), 0);
+}
+
+/// A commit's chunks reach the tree while it is being written and its end (the commit mark)
+/// last; a crash in between leaves chunks past the mark. They were never acknowledged: opening
+/// removes them, and the log carries on from the last whole commit.
+#[test]
+fn an_unfinished_commit_is_gone_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let kept = {
+        let store = open(dir.path());
+        let kept = append(&store, (1..=20).map(|n| event("m", n)).collect());
+        append(&store, (21..=60).map(|n| event("m", n)).collect());
+        kept
+    };
+    unfinish_commits_after(dir.path(), 20).unwrap();
+    let store = open(dir.path());
+    assert_eq!(store.head(), 20);
+    assert_eq!(store.read_log(0, 100).unwrap(), kept);
+    let next = append(&store, vec![event("m", 99)]);
+    assert_eq!((next[0].position, next[0].version), (21, 21));
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(store.head(), 21);
+    let report = store.verify().unwrap();
+    assert!(report.ok && report.checked == 21, "{report:?}");
 }
 
 #[test]
