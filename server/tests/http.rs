@@ -149,6 +149,37 @@ fn an_idempotency_key_replays_and_refuses_another_body() {
     assert_eq!(branches["branches"].as_array().unwrap().len(), 1);
 }
 
+/// Many clients repeating one keyed write at once: the repeats land in the same batch as the first
+/// or in later ones, while it is being written or after. Every one must get the first's answer,
+/// never be decided again (a branch with the same id would be refused as existing).
+#[test]
+fn repeats_of_a_keyed_write_racing_it_get_its_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = std::sync::Arc::new(Server::start(dir.path()));
+    for round in 0..6 {
+        let id = format!("0190f000-0000-7000-8000-{round:012}");
+        let key = format!("same-{round}");
+        let body =
+            json!({"branch_id": id, "name": format!("支部{round}"), "kind": "branch", "region": "东城区"});
+        let clients: Vec<_> = (0..24)
+            .map(|client| {
+                let (server, body, key) = (std::sync::Arc::clone(&server), body.clone(), key.clone());
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_micros(200 * (client % 8)));
+                    server.call("POST", "/v1/branches", Some(&body), &[("Idempotency-Key", &key)])
+                })
+            })
+            .collect();
+        let answers: Vec<(u16, Value)> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+        for answer in &answers {
+            assert_eq!(answer.0, 201, "round {round}: {answer:?}");
+            assert_eq!(answer.1["events"], answers[0].1["events"], "round {round}");
+        }
+    }
+    let (_, branches) = server.get("/v1/branches");
+    assert_eq!(branches["branches"].as_array().unwrap().len(), 6);
+}
+
 #[test]
 fn everything_is_there_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
