@@ -16,7 +16,7 @@ use foldhash::HashMap;
 use chrono::{DateTime, Utc};
 
 use crate::event::{BranchKind, DiscoverySource, EventData, MemberStatus, RecordedEvent};
-use crate::grow::push_gently;
+use crate::grow::push_to_table;
 use crate::ids::{BranchId, MemberId, StreamId, TransferId};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -521,8 +521,8 @@ impl World {
     /// A new member stream, numbered next (not yet recorded by id).
     fn push_member(&mut self, id: MemberId) -> u32 {
         let number = self.next_member_number();
-        push_gently(&mut self.member_ids, id);
-        push_gently(&mut self.members, Box::default());
+        push_to_table(&mut self.member_ids, id);
+        push_to_table(&mut self.members, Box::default());
         number
     }
 
@@ -547,7 +547,7 @@ impl World {
             if !self.transfer_numbers.contains_key(&transfer) {
                 let number = u32::try_from(self.transfers.len()).expect("fewer than 2^32 letters");
                 self.transfer_numbers.insert(transfer, number);
-                push_gently(&mut self.transfers, (transfer, id));
+                push_to_table(&mut self.transfers, (transfer, id));
             }
         }
     }

@@ -22,7 +22,7 @@ use flowbook_core::{
     StreamId, TransferId, World,
 };
 
-use flowbook_core::grow::{grow_to, push_exact, push_gently};
+use flowbook_core::grow::{grow_table_to, push_exact, push_gently};
 
 use crate::dense::{BranchNo, Dense, MemberNo, MemberSet};
 use crate::time::{nanos, At, Fact, Nanos};
@@ -346,7 +346,7 @@ impl Projections {
         let number = known
             .or_else(|| self.world.member_number(member))
             .expect("the write model has applied the member's event");
-        grow_to(&mut self.members, number as usize + 1, MemberFacts::default);
+        grow_table_to(&mut self.members, number as usize + 1, MemberFacts::default);
         MemberNo(number)
     }
 
@@ -434,7 +434,7 @@ impl Projections {
                 };
                 let number =
                     self.world.transfer_number(opened.transfer_id).expect("the write model numbered it");
-                grow_to(&mut self.transfers, number as usize + 1, || None);
+                grow_table_to(&mut self.transfers, number as usize + 1, || None);
                 self.transfers[number as usize] = Some(facts);
             }
         }
