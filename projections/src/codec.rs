@@ -44,7 +44,9 @@ struct Canonical<'a> {
     version: u64,
     #[serde(rename = "type", borrow)]
     event_type: Cow<'a, str>,
+    #[serde(deserialize_with = "flowbook_store::instant")]
     effective_at: DateTime<Utc>,
+    #[serde(deserialize_with = "flowbook_store::instant")]
     recorded_at: DateTime<Utc>,
     #[serde(borrow)]
     actor: Cow<'a, str>,

@@ -57,7 +57,7 @@ mod writer;
 #[doc(hidden)]
 pub mod testing;
 
-pub use record::{Envelope, NewEvent};
+pub use record::{instant, parse_instant, Envelope, NewEvent};
 
 /// Bytes a store's directory holds on disk (sled's files, its blobs, the heads snapshot): what
 /// "bytes per event" is measured on.

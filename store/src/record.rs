@@ -116,7 +116,9 @@ struct CanonicalOwned {
     version: u64,
     #[serde(rename = "type")]
     event_type: String,
+    #[serde(deserialize_with = "instant")]
     effective_at: DateTime<Utc>,
+    #[serde(deserialize_with = "instant")]
     recorded_at: DateTime<Utc>,
     actor: String,
     data: Box<RawValue>,
@@ -163,6 +165,55 @@ fn rfc3339<'b>(at: &DateTime<Utc>, buffer: &'b mut [u8; 32]) -> Option<&'b str> 
     text.byte(b'Z');
     let length = text.length;
     std::str::from_utf8(&buffer[..length]).ok()
+}
+
+/// Reads an instant written as the log writes them (`rfc3339`: `YYYY-MM-DDTHH:MM:SS`, then `.`
+/// and 3, 6 or 9 digits or nothing, then `Z`) without chrono's general RFC 3339 parser, which was
+/// ~10 % of a rebuild's decoding. Anything else (another offset, a leap second, more digits)
+/// is read by chrono.
+pub fn parse_instant(text: &str) -> Option<DateTime<Utc>> {
+    fast_instant(text.as_bytes()).or_else(|| DateTime::parse_from_rfc3339(text).ok().map(|at| at.to_utc()))
+}
+
+fn fast_instant(text: &[u8]) -> Option<DateTime<Utc>> {
+    let number = |range: std::ops::Range<usize>| -> Option<u32> {
+        text.get(range)?.iter().try_fold(0u32, |value, digit| {
+            digit.is_ascii_digit().then(|| value * 10 + u32::from(digit - b'0'))
+        })
+    };
+    let shape = text.len() >= 20
+        && text[4] == b'-'
+        && text[7] == b'-'
+        && text[10] == b'T'
+        && text[13] == b':'
+        && text[16] == b':'
+        && text[text.len() - 1] == b'Z';
+    if !shape {
+        return None;
+    }
+    let nano = match text.len() - 20 {
+        0 => 0,
+        digits @ (4 | 7 | 10) if text[19] == b'.' => number(20..19 + digits)? * 10u32.pow(10 - digits as u32),
+        _ => return None,
+    };
+    let date = chrono::NaiveDate::from_ymd_opt(number(0..4)? as i32, number(5..7)?, number(8..10)?)?;
+    let time = chrono::NaiveTime::from_hms_nano_opt(number(11..13)?, number(14..16)?, number(17..19)?, nano)?;
+    Some(date.and_time(time).and_utc())
+}
+
+/// Deserializes an instant with [`parse_instant`], borrowing the text (no allocation).
+pub fn instant<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<DateTime<Utc>, D::Error> {
+    struct Instant;
+    impl serde::de::Visitor<'_> for Instant {
+        type Value = DateTime<Utc>;
+        fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+            formatter.write_str("an RFC 3339 instant")
+        }
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<DateTime<Utc>, E> {
+            parse_instant(text).ok_or_else(|| E::custom(format!("{text:?} is not an RFC 3339 instant")))
+        }
+    }
+    deserializer.deserialize_str(Instant)
 }
 
 /// ASCII digits written into a fixed buffer.
@@ -604,6 +655,37 @@ mod tests {
             json_instant(&mut ours, &at);
             let chrono = serde_json::to_vec(&at).unwrap();
             assert_eq!(ours, chrono, "{at:?}");
+            // And read back exactly as chrono reads it.
+            let text = std::str::from_utf8(&ours[1..ours.len() - 1]).unwrap();
+            let by_chrono = DateTime::parse_from_rfc3339(text).ok().map(|at| at.to_utc());
+            assert_eq!(parse_instant(text), by_chrono, "{text}");
+            if by_chrono.is_some() {
+                assert_eq!(parse_instant(text), Some(at), "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn instants_not_written_by_the_log_are_read_as_chrono_reads_them() {
+        for text in [
+            "2026-11-23T01:02:03Z",
+            "2026-11-23T01:02:03.5Z",
+            "2026-11-23T01:02:03.12345Z",
+            "2026-11-23T01:02:03.1234567891Z",
+            "2026-11-23T01:02:03+08:00",
+            "2026-11-23t01:02:03z",
+            "2026-11-23 01:02:03Z",
+            "2026-02-30T01:02:03Z",
+            "2026-11-23T24:00:00Z",
+            "2016-12-31T23:59:60Z",
+            "2026-1-23T01:02:03.000Z",
+            "2026-11-23T01:02:03.0a0Z",
+            "+2026-11-23T01:02:03Z",
+            "",
+            "not a time",
+        ] {
+            let by_chrono = DateTime::parse_from_rfc3339(text).ok().map(|at| at.to_utc());
+            assert_eq!(parse_instant(text), by_chrono, "{text:?}");
         }
     }
 
