@@ -123,10 +123,12 @@ struct State {
     batch_sizes: Arc<crate::metrics::BatchSizes>,
 }
 
-/// An append decided (by its index among the batch's appends), and whom to answer.
+/// Whom to answer, in the order of the batch. A write's and a sweep's appends are the batch's next
+/// ones, in that same order.
 enum Outcome {
-    Submitted(usize, oneshot::Sender<Result<Written, ApiError>>),
-    Sweep(Vec<usize>, oneshot::Sender<Result<usize, ApiError>>),
+    Submitted(oneshot::Sender<Result<Written, ApiError>>),
+    /// How many appends the sweep made.
+    Sweep(usize, oneshot::Sender<Result<usize, ApiError>>),
     /// Same key and body as an earlier write of this batch: answered with its result.
     FollowerOf(usize, oneshot::Sender<Result<Written, ApiError>>),
 }
@@ -207,7 +209,7 @@ impl State {
                             if let Some(key) = key {
                                 keys.insert(key.key, (key.fingerprint, outcomes.len()));
                             }
-                            outcomes.push(Outcome::Submitted(appends.len(), write.reply));
+                            outcomes.push(Outcome::Submitted(write.reply));
                             appends.push(append);
                         }
                         Err(error) => {
@@ -216,11 +218,11 @@ impl State {
                     }
                 }
                 Job::Sweep { now, reply } => {
-                    let mut submitted = Vec::new();
+                    let mut submitted = 0;
                     for events in expire_overdue_letters(&self.world, now) {
                         match self.decided(SYSTEM_ACTOR, &events, None, &mut next_position, &mut pending) {
                             Ok(append) => {
-                                submitted.push(appends.len());
+                                submitted += 1;
                                 appends.push(append);
                             }
                             Err(error) => tracing::error!("sweep: {}", error.message),
@@ -279,18 +281,17 @@ impl State {
 
     /// Waits for every append of the batch, catches the read models up, and answers.
     fn finish(&mut self, outcomes: Vec<Outcome>, submitted: Vec<Result<Submitted, StoreError>>) {
-        let mut submitted: Vec<Option<Result<Submitted, StoreError>>> =
-            submitted.into_iter().map(Some).collect();
-        let mut wait = |index: usize| -> Result<flowbook_store::Appended, StoreError> {
-            submitted[index].take().expect("each append is waited for once").and_then(Submitted::wait)
+        let mut submitted = submitted.into_iter();
+        let mut wait = || -> Result<flowbook_store::Appended, StoreError> {
+            submitted.next().expect("an append for each write and sweep step").and_then(Submitted::wait)
         };
         let mut results: Vec<Option<Result<Written, ApiError>>> = Vec::with_capacity(outcomes.len());
         let mut failed = false;
         let mut answers = Vec::new();
         for outcome in outcomes {
             match outcome {
-                Outcome::Submitted(index, reply) => {
-                    let result = wait(index)
+                Outcome::Submitted(reply) => {
+                    let result = wait()
                         .map(|appended| Written { events: appended.into_events(), replayed: false })
                         .map_err(ApiError::from);
                     failed |= result.is_err();
@@ -304,8 +305,8 @@ impl State {
                 Outcome::Sweep(submitted, reply) => {
                     let mut expired = 0;
                     let mut error = None;
-                    for index in submitted {
-                        match wait(index) {
+                    for _ in 0..submitted {
+                        match wait() {
                             Ok(_) => expired += 1,
                             Err(e) => error = Some(ApiError::from(e)),
                         }

@@ -63,7 +63,7 @@ impl Sealer {
         for (key, seen) in flight.idempotency.drain(..) {
             commit.insert(key, &seen[..]);
         }
-        commit.insert(keys::COMMIT_MARK, &(flight.head.next_position - 1).to_be_bytes());
+        commit.insert(keys::COMMIT_MARK, &flight.last_position.to_be_bytes());
         let applied = self.shared.tree.apply_batch(commit).map_err(StoreError::from);
         if let Err(error) = &applied {
             set_poison(&self.poison, error.to_string());

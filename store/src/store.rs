@@ -542,6 +542,7 @@ fn last_chunk_position(tree: &sled::Tree) -> u64 {
 /// log without a mark — new, or written before marks — one at its last record (such logs were
 /// written a commit to a batch, whole). Chunks inserted by later commits land after the removal
 /// in sled's log, so one flush makes both durable.
+///
 /// Answers damage found (appends are then refused; reads still work).
 fn settle_commit_mark(tree: &sled::Tree) -> Result<Option<String>> {
     let last = last_chunk_position(tree);
@@ -562,12 +563,10 @@ fn settle_commit_mark(tree: &sled::Tree) -> Result<Option<String>> {
                 return Ok(Some(format!("the commit mark says position {mark}, the log ends elsewhere")));
             }
         }
-        None if last == 0 => {
-            tree.insert(keys::COMMIT_MARK, &0u64.to_be_bytes())?;
-        }
-        // A damaged last chunk gets no mark: the open reports the damage.
         None => {
-            if let Some(end) = end_of_last() {
+            // A damaged last chunk gets no mark: the open reports the damage.
+            let end = if last == 0 { Some(0) } else { end_of_last() };
+            if let Some(end) = end {
                 tree.insert(keys::COMMIT_MARK, &end.to_be_bytes())?;
             }
         }

@@ -142,7 +142,7 @@ impl Syncer {
                 (Ok(()), Ok(())) => Ok(()),
             };
             if outcome.is_ok() && flight.writes > 0 {
-                self.publish(&flight.head, &flight.stream_heads, flight.writes);
+                self.publish(flight.last_position, &flight.stream_heads, flight.writes);
             }
             // After publishing: the writer may now forget this commit's heads and keys.
             self.finished.store(flight.sequence, Ordering::Release);
@@ -151,14 +151,8 @@ impl Syncer {
     }
 
     /// Makes a durable commit visible: its stream heads, then the committed head.
-    fn publish(
-        &mut self,
-        head: &crate::writer::HeadState,
-        stream_heads: &HashMap<String, heads::Head>,
-        writes: usize,
-    ) {
+    fn publish(&mut self, committed: u64, stream_heads: &HashMap<String, heads::Head>, writes: usize) {
         self.since_snapshot += writes as u64;
-        let committed = head.next_position - 1;
         let mut heads = self.shared.heads.write().expect("heads lock");
         for (stream, head) in stream_heads.iter() {
             heads.set(stream, *head);

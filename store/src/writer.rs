@@ -131,8 +131,8 @@ pub(crate) struct Flight {
     /// Its place in the order of commits, from 1.
     pub sequence: u64,
     pub applied: Result<()>,
-    /// Where the log ends once this commit is durable.
-    pub head: HeadState,
+    /// The position the log ends at once this commit is durable.
+    pub last_position: u64,
     pub stream_heads: Arc<HashMap<String, Head>>,
     pub writes: usize,
     /// Idempotency entries to write with the commit's chunks.
@@ -299,7 +299,7 @@ impl Writer {
         let mut flight = Flight {
             sequence,
             applied: Ok(()),
-            head: self.head.clone(),
+            last_position: self.head.next_position - 1,
             stream_heads: Arc::default(),
             writes: 0,
             idempotency: Vec::new(),
@@ -336,7 +336,7 @@ impl Writer {
             output.send(ToSeal::Chunk(last))?;
         }
         flight.stream_heads = Arc::new(pending.stream_heads);
-        flight.head = pending.head.clone();
+        flight.last_position = pending.head.next_position - 1;
         flight.writes = pending.writes;
         flight.idempotency = pending.idempotency;
         self.head = pending.head;
