@@ -27,88 +27,123 @@ pub(crate) struct Head {
 ///
 /// Names of the form `<prefix>/<uuid>` in lower-case hyphenated form — every stream flowbook
 /// writes — are kept as a prefix number and the uuid's 16 bytes rather than a 43-byte string on
-/// the heap: at a million streams ~80 MiB instead of ~130. Any other name is kept as text.
+/// the heap: at a million streams ~80 MiB instead of ~130. Any other name is kept as text, in a
+/// map of its own, so that looking one up needs no key built on the heap.
 #[derive(Default)]
 pub(crate) struct HeadMap {
     /// Prefixes seen, numbered (at most 256; names with further prefixes are kept as text).
     prefixes: Vec<Box<str>>,
-    heads: HashMap<StreamKey, Head>,
+    packed: HashMap<PackedName, Head>,
+    text: HashMap<Box<str>, Head>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum StreamKey {
-    Packed { prefix: u8, id: [u8; 16] },
-    Text(Box<str>),
+/// A `<prefix>/<uuid>` name: the prefix's number and the uuid's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct PackedName {
+    prefix: u8,
+    id: [u8; 16],
+}
+
+/// Where a name is kept.
+enum Place<'a> {
+    Packed(PackedName),
+    /// Packable, but its prefix is not numbered yet (there is room for it).
+    NewPrefix(&'a str, [u8; 16]),
+    Text,
 }
 
 impl HeadMap {
     pub fn with_capacity(streams: usize) -> HeadMap {
-        HeadMap { prefixes: Vec::new(), heads: HashMap::with_capacity(streams) }
+        HeadMap { prefixes: Vec::new(), packed: HashMap::with_capacity(streams), text: HashMap::new() }
     }
 
     pub fn len(&self) -> usize {
-        self.heads.len()
+        self.packed.len() + self.text.len()
     }
 
     pub fn get(&self, stream: &str) -> Option<&Head> {
-        self.heads.get(&self.key(stream)?)
+        match self.place(stream) {
+            Place::Packed(name) => self.packed.get(&name),
+            Place::NewPrefix(..) => None,
+            Place::Text => self.text.get(stream),
+        }
     }
 
     /// Sets a stream's head.
     pub fn set(&mut self, stream: &str, head: Head) {
-        let key = match self.key(stream) {
-            Some(key) => key,
-            None => self.new_key(stream),
-        };
-        self.heads.insert(key, head);
+        match self.place(stream) {
+            Place::Packed(name) => {
+                self.packed.insert(name, head);
+            }
+            Place::NewPrefix(prefix, id) => {
+                self.prefixes.push(prefix.into());
+                let name = PackedName { prefix: (self.prefixes.len() - 1) as u8, id };
+                self.packed.insert(name, head);
+            }
+            Place::Text => match self.text.get_mut(stream) {
+                Some(kept) => *kept = head,
+                None => {
+                    self.text.insert(stream.into(), head);
+                }
+            },
+        }
     }
 
     /// Every stream's name and head.
     pub fn iter(&self) -> impl Iterator<Item = (String, &Head)> {
-        self.heads.iter().map(|(key, head)| (self.name(key), head))
+        let packed = self.packed.iter().map(|(name, head)| {
+            let prefix = &self.prefixes[usize::from(name.prefix)];
+            (format!("{prefix}/{}", uuid::Uuid::from_bytes(name.id).hyphenated()), head)
+        });
+        packed.chain(self.text.iter().map(|(name, head)| (name.to_string(), head)))
     }
 
-    /// The key a name is kept under, if its prefix is known (`None`: the stream is new and its
-    /// prefix too).
-    fn key(&self, stream: &str) -> Option<StreamKey> {
-        match packed_parts(stream) {
-            Some((prefix, id)) => match self.prefixes.iter().position(|known| **known == *prefix) {
-                Some(number) => Some(StreamKey::Packed { prefix: number as u8, id }),
-                None if self.prefixes.len() < 256 => None,
-                None => Some(StreamKey::Text(stream.into())),
-            },
-            None => Some(StreamKey::Text(stream.into())),
-        }
-    }
-
-    fn new_key(&mut self, stream: &str) -> StreamKey {
-        let (prefix, id) = packed_parts(stream).expect("only packable names have unknown prefixes");
-        self.prefixes.push(prefix.into());
-        StreamKey::Packed { prefix: (self.prefixes.len() - 1) as u8, id }
-    }
-
-    fn name(&self, key: &StreamKey) -> String {
-        match key {
-            StreamKey::Packed { prefix, id } => {
-                format!(
-                    "{}/{}",
-                    self.prefixes[usize::from(*prefix)],
-                    uuid::Uuid::from_bytes(*id).hyphenated()
-                )
-            }
-            StreamKey::Text(text) => text.to_string(),
+    fn place<'a>(&self, stream: &'a str) -> Place<'a> {
+        let Some((prefix, id)) = packed_parts(stream) else {
+            return Place::Text;
+        };
+        match self.prefixes.iter().position(|known| **known == *prefix) {
+            Some(number) => Place::Packed(PackedName { prefix: number as u8, id }),
+            None if self.prefixes.len() < 256 => Place::NewPrefix(prefix, id),
+            None => Place::Text,
         }
     }
 }
 
-/// `<prefix>/<uuid>` split, when the uuid is written exactly as it would be written back.
+/// `<prefix>/<uuid>` split, when the uuid is written exactly as it would be written back:
+/// lower-case, hyphenated (`8-4-4-4-12` hex digits). Read here directly rather than parsed in any
+/// of the forms uuid accepts and written back to compare: every append and every stream read
+/// looks a head up.
 fn packed_parts(stream: &str) -> Option<(&str, [u8; 16])> {
     let (prefix, id) = stream.split_once('/')?;
-    let uuid = uuid::Uuid::try_parse(id).ok()?;
-    let mut written = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    (uuid.hyphenated().encode_lower(&mut written).as_bytes() == id.as_bytes())
-        .then_some((prefix, uuid.into_bytes()))
+    let text: &[u8; 36] = id.as_bytes().try_into().ok()?;
+    if [text[8], text[13], text[18], text[23]] != [b'-'; 4] {
+        return None;
+    }
+    let mut bytes = [0u8; 16];
+    for (byte, &at) in bytes.iter_mut().zip(&HEX_PAIR_AT) {
+        let (high, low) = (HEX_VALUE[usize::from(text[at])], HEX_VALUE[usize::from(text[at + 1])]);
+        if (high | low) > 0xF {
+            return None;
+        }
+        *byte = high << 4 | low;
+    }
+    Some((prefix, bytes))
 }
+
+/// Where each byte's two hex digits start in a hyphenated uuid.
+const HEX_PAIR_AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+
+/// A lower-case hex digit's value; `0xFF` for any other byte.
+const HEX_VALUE: [u8; 256] = {
+    let mut table = [0xFF; 256];
+    let mut digit = 0;
+    while digit < 16 {
+        table[b"0123456789abcdef"[digit] as usize] = digit as u8;
+        digit += 1;
+    }
+    table
+};
 
 const SNAPSHOT_FILE: &str = "heads.snapshot";
 const SNAPSHOT_TEMP_FILE: &str = "heads.snapshot.tmp";
@@ -248,10 +283,63 @@ mod tests {
         let mut expected = names.to_vec();
         expected.sort();
         assert_eq!(listed, expected);
-        assert!(matches!(heads.key(&names[0]), Some(StreamKey::Packed { .. })));
-        assert!(matches!(heads.key(&names[2]), Some(StreamKey::Text(_))));
+        assert!(matches!(heads.place(&names[0]), Place::Packed(_)));
+        assert!(matches!(heads.place(&names[2]), Place::Text));
         heads.set(&names[0], Head { version: 9, position: 99 });
         assert_eq!(heads.get(&names[0]).map(|head| head.version), Some(9));
         assert_eq!(heads.len(), names.len());
+    }
+
+    /// What the uuid crate says a packable name is: it parses, and writes back the same.
+    fn packable_by_uuid(id: &str) -> Option<[u8; 16]> {
+        let uuid = uuid::Uuid::try_parse(id).ok()?;
+        (uuid.hyphenated().to_string() == id).then_some(uuid.into_bytes())
+    }
+
+    #[test]
+    fn names_are_packed_exactly_when_the_uuid_writes_back_the_same() {
+        let mut ids: Vec<String> = (0..2_000u64)
+            .map(|n| {
+                uuid::Uuid::from_u64_pair(n.wrapping_mul(0x9E37_79B9_7F4A_7C15), !n).hyphenated().to_string()
+            })
+            .collect();
+        let base = "0191e6a4-1c2b-7d3e-8f40-123456789abc";
+        ids.extend([
+            base.to_uppercase(),
+            base.replacen('a', "A", 1),
+            base.replace('-', ""),
+            format!("{{{base}}}"),
+            format!("urn:uuid:{base}"),
+            base.replacen('a', "g", 1),
+            base.replacen('-', "0", 1),
+            format!("{}-{}", &base[..7], &base[8..]),
+            base.replacen('b', "é", 1),
+            format!("{base} "),
+            format!("{base}~1"),
+            base[..35].to_owned(),
+            String::new(),
+            "-".repeat(36),
+        ]);
+        for id in &ids {
+            let name = format!("member/{id}");
+            assert_eq!(packed_parts(&name).map(|(_, bytes)| bytes), packable_by_uuid(id), "{name}");
+        }
+        assert_eq!(packed_parts(&format!("member/{base}")).map(|(prefix, _)| prefix), Some("member"));
+        assert_eq!(packed_parts(base), None, "no prefix");
+    }
+
+    #[test]
+    fn past_256_prefixes_names_are_kept_as_text() {
+        let id = "0191e6a4-1c2b-7d3e-8f40-123456789abc";
+        let mut heads = HeadMap::default();
+        for n in 0..300u64 {
+            heads.set(&format!("p{n}/{id}"), Head { version: n + 1, position: n + 1 });
+        }
+        assert_eq!(heads.prefixes.len(), 256);
+        assert!(matches!(heads.place(&format!("p299/{id}")), Place::Text));
+        for n in 0..300u64 {
+            assert_eq!(heads.get(&format!("p{n}/{id}")), Some(&Head { version: n + 1, position: n + 1 }));
+        }
+        assert_eq!(heads.len(), 300);
     }
 }
