@@ -51,6 +51,9 @@ pub struct BenchOptions {
     /// sled's cache for every store of the bench, set explicitly so that peak memory means
     /// something.
     pub cache_bytes: u64,
+    /// Times the timed comparisons run, each of flowbook's workloads followed at once by the
+    /// peer's; the report gives each round and their medians.
+    pub rounds: usize,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -100,6 +103,38 @@ pub struct Report {
     pub disk_bytes_per_event: f64,
     pub peak_memory_mib: f64,
     pub postgres: Option<crate::bench_postgres::PostgresReport>,
+    /// The timed comparisons round by round; the figures above are their medians (the HTTP
+    /// latencies are those of the median round).
+    pub rounds: Vec<Round>,
+}
+
+/// One round of the timed comparisons: each of flowbook's workloads, and the peer's (when there
+/// is one) run right after it, so that a ratio compares two runs minutes apart at most rather than
+/// the two ends of the bench — the machine drifts (±30 % here) within minutes.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Round {
+    pub append_batched_1_per_s: f64,
+    pub postgres_batched_1_per_s: Option<f64>,
+    pub append_batched_4_per_s: f64,
+    pub postgres_batched_4_per_s: Option<f64>,
+    pub physical_bound_per_s: f64,
+    pub physical_fdatasyncs_per_s: f64,
+    pub http_flat_out_per_s: f64,
+    pub postgres_single_commits_per_s: Option<f64>,
+}
+
+/// The median of some figures (the mean of the middle two for an even count); 0 for none.
+pub fn median(mut values: Vec<f64>) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[middle]
+    } else {
+        (values[middle - 1] + values[middle]) / 2.0
+    }
 }
 
 /// Peak resident memory of this process so far (Linux `VmHWM`), in MiB.
@@ -193,7 +228,11 @@ fn append_batched(
     for worker in workers {
         worker.join().map_err(|_| "an appender panicked".to_owned())??;
     }
-    Ok(appended.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+    let per_s = appended.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    // Closed (its threads joined) before its files go: each round's stores would add up.
+    drop(store);
+    std::fs::remove_dir_all(dir).map_err(|e| format!("cannot remove {}: {e}", dir.display()))?;
+    Ok(per_s)
 }
 
 /// The same events' bytes written sequentially, one `fdatasync` per batch: (events/s, syncs/s,
@@ -359,41 +398,28 @@ pub fn run(
     report.build_events_per_s = store.head() as f64 / elapsed;
 
     let events = Arc::new(district_events(&store)?);
-    progress("append: the same events in transactions of 1,000, 1 appender");
-    report.append_batched_1_per_s =
-        append_batched(&options.dir.join("append-1"), &events, 1, seconds, options.cache_bytes)?;
-    progress("append: 4 appenders");
-    report.append_batched_4_per_s = append_batched(
-        &options.dir.join("append-4"),
-        &events,
-        BATCH_APPENDERS,
-        seconds,
-        options.cache_bytes,
-    )?;
-    progress("physical bound: the same bytes, one fdatasync per 1,000 events");
-    (report.physical_bound_per_s, report.physical_fdatasyncs_per_s, report.event_bytes) =
-        physical_bound(&options.dir, &events, seconds)?;
-
-    progress("http: 64 clients, one durable command a request");
-    let members: Vec<(String, bool)> = {
+    let peer = match &options.postgres {
+        Some(url) => Some(crate::bench_postgres::Peer::connect(url)?),
+        None => None,
+    };
+    let members: Vec<String> = {
         let projections = state.live.read();
         let mut candidates: Vec<_> = projections
             .world()
             .members()
             .filter(|m| !m.status.is_final() && m.status != MemberStatus::Suspended)
-            .map(|m| (m.member_id.to_string(), m.contact_lost_since.is_some()))
+            .map(|m| m.member_id.to_string())
             .collect();
         candidates.sort();
         candidates.into_iter().take(options.clients).collect()
     };
-    let (addr, stop_server, served) = serve_in_background(state, runtime)?;
-    let flat_out = http_clients(&addr, &members, seconds, None)?;
-    // The flat-out run may have left each member's contact either way: read it back.
-    let members: Vec<(String, bool)> = {
+    // Each client toggles its member's contact; a run may leave it either way, so each run
+    // starts from the member as the world has it.
+    let with_contact = |members: &[String]| -> Vec<(String, bool)> {
         let projections = state.live.read();
         members
             .iter()
-            .map(|(id, _)| {
+            .map(|id| {
                 let lost = id
                     .parse()
                     .ok()
@@ -403,9 +429,61 @@ pub fn run(
             })
             .collect()
     };
-    let pace = Duration::from_secs_f64(members.len() as f64 / (flat_out.per_s / 2.0).max(1.0));
-    report.http_half_load = http_clients(&addr, &members, seconds, Some(pace))?;
-    report.http_flat_out = flat_out;
+    let (addr, stop_server, served) = serve_in_background(state, runtime)?;
+    let mut flat_outs = Vec::new();
+    let mut peer_single_commits = Vec::new();
+    for round in 0..options.rounds.max(1) {
+        let tag = if options.rounds > 1 {
+            format!(" (round {} of {})", round + 1, options.rounds)
+        } else {
+            String::new()
+        };
+        let mut figures = Round::default();
+        progress(&format!("append: the same events in transactions of 1,000, 1 appender{tag}"));
+        figures.append_batched_1_per_s =
+            append_batched(&options.dir.join("append-1"), &events, 1, seconds, options.cache_bytes)?;
+        if let Some(peer) = &peer {
+            progress(&format!("postgres: batched, 1 client{tag}"));
+            figures.postgres_batched_1_per_s =
+                Some(peer.append_batched(&events, 1, seconds, round as u64)?);
+        }
+        progress(&format!("append: 4 appenders{tag}"));
+        figures.append_batched_4_per_s = append_batched(
+            &options.dir.join("append-4"),
+            &events,
+            BATCH_APPENDERS,
+            seconds,
+            options.cache_bytes,
+        )?;
+        if let Some(peer) = &peer {
+            progress(&format!("postgres: batched, 4 clients{tag}"));
+            figures.postgres_batched_4_per_s =
+                Some(peer.append_batched(&events, BATCH_APPENDERS, seconds, round as u64)?);
+        }
+        progress(&format!("physical bound: the same bytes, one fdatasync per 1,000 events{tag}"));
+        (figures.physical_bound_per_s, figures.physical_fdatasyncs_per_s, report.event_bytes) =
+            physical_bound(&options.dir, &events, seconds)?;
+        progress(&format!("http: {} clients, one durable command a request{tag}", options.clients));
+        let flat_out = http_clients(&addr, &with_contact(&members), seconds, None)?;
+        figures.http_flat_out_per_s = flat_out.per_s;
+        flat_outs.push(flat_out);
+        if let Some(peer) = &peer {
+            progress(&format!("postgres: single-event commits, {} clients{tag}", options.clients));
+            let single = peer.single_commits(&events, options.clients, seconds, round as u64)?;
+            figures.postgres_single_commits_per_s = Some(single.per_s);
+            peer_single_commits.push(single);
+        }
+        report.rounds.push(figures);
+    }
+    let of_rounds = |figure: fn(&Round) -> f64| median(report.rounds.iter().map(figure).collect());
+    report.append_batched_1_per_s = of_rounds(|r| r.append_batched_1_per_s);
+    report.append_batched_4_per_s = of_rounds(|r| r.append_batched_4_per_s);
+    report.physical_bound_per_s = of_rounds(|r| r.physical_bound_per_s);
+    report.physical_fdatasyncs_per_s = of_rounds(|r| r.physical_fdatasyncs_per_s);
+    report.http_flat_out = take_median(flat_outs);
+    let pace = Duration::from_secs_f64(members.len() as f64 / (report.http_flat_out.per_s / 2.0).max(1.0));
+    progress("http: half that load, for latency");
+    report.http_half_load = http_clients(&addr, &with_contact(&members), seconds, Some(pace))?;
     let _ = stop_server.send(());
     runtime.block_on(served).map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
 
@@ -455,12 +533,29 @@ pub fn run(
     report.disk_bytes_per_event =
         flowbook_store::disk_bytes(&options.dir.join("district")) as f64 / store.head().max(1) as f64;
     report.peak_memory_mib = peak_memory_mib();
-    if let Some(url) = &options.postgres {
-        progress("postgres: the same events, batched and single commits, and stream reads");
-        report.postgres =
-            Some(crate::bench_postgres::run(url, &events, options.clients, seconds, options.seed)?);
+    if let Some(peer) = peer {
+        progress("postgres: stream reads and disk");
+        let of_rounds =
+            |figure: fn(&Round) -> Option<f64>| median(report.rounds.iter().filter_map(figure).collect());
+        report.postgres = Some(peer.finish(
+            options.seed,
+            of_rounds(|r| r.postgres_batched_1_per_s),
+            of_rounds(|r| r.postgres_batched_4_per_s),
+            take_median(peer_single_commits),
+        )?);
     }
     Ok(report)
+}
+
+/// The run of median throughput among several (its own latencies with it).
+fn take_median(mut runs: Vec<Throughput>) -> Throughput {
+    runs.sort_by(|a, b| a.per_s.total_cmp(&b.per_s));
+    let middle = runs.len().saturating_sub(1) / 2;
+    if runs.is_empty() {
+        Throughput::default()
+    } else {
+        runs.swap_remove(middle)
+    }
 }
 
 type Served = tokio::task::JoinHandle<std::io::Result<()>>;
@@ -490,6 +585,9 @@ pub fn table(report: &Report) -> String {
     let mut out = String::new();
     let mut row = |what: &str, value: String| out.push_str(&format!("| {what} | {value} |\n"));
     row("members / events in the log at the end", format!("{} / {}", report.members, report.events));
+    if report.rounds.len() > 1 {
+        row("timed workloads", format!("{} rounds; their medians below", report.rounds.len()));
+    }
     row(
         "build through the rules (import path)",
         format!("{:.0} commands/s, {:.0} events/s", report.build_commands_per_s, report.build_events_per_s),
@@ -521,4 +619,28 @@ pub fn table(report: &Report) -> String {
         text.push_str(&crate::bench_postgres::table(report, pg));
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_take_the_middle_or_the_mean_of_the_middle_two() {
+        assert_eq!(median(vec![]), 0.0);
+        assert_eq!(median(vec![3.0]), 3.0);
+        assert_eq!(median(vec![9.0, 1.0, 5.0]), 5.0);
+        assert_eq!(median(vec![4.0, 1.0, 9.0, 2.0]), 3.0);
+        let run = |per_s: f64| Throughput {
+            per_s,
+            latency: Latency { p99_ms: per_s / 10.0, ..Latency::default() },
+        };
+        let middle = take_median(vec![run(30.0), run(10.0), run(20.0)]);
+        assert_eq!(
+            (middle.per_s, middle.latency.p99_ms),
+            (20.0, 2.0),
+            "the median run, with its own latencies"
+        );
+        assert_eq!(take_median(Vec::new()).per_s, 0.0);
+    }
 }

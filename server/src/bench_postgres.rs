@@ -18,7 +18,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::bench::{Latency, Report, Throughput, BATCH_APPENDERS, BATCH_EVENTS};
+use crate::bench::{median, Latency, Report, Round, Throughput, BATCH_EVENTS};
 use flowbook_store::Envelope;
 
 #[derive(Debug, Default, Serialize)]
@@ -125,202 +125,243 @@ fn insert(client: &mut Client, statement: &postgres::Statement, rows: &[Row]) ->
     transaction.commit().map_err(|e| e.to_string())
 }
 
-fn append_batched(
-    url: &str,
-    events: &Arc<Vec<Envelope>>,
-    clients: usize,
-    seconds: f64,
-) -> Result<f64, String> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let appended = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let workers: Vec<_> = (0..clients)
-        .map(|worker| {
-            let (url, stop, appended, events) =
-                (url.to_owned(), Arc::clone(&stop), Arc::clone(&appended), Arc::clone(events));
-            std::thread::spawn(move || -> Result<(), String> {
-                let mut client = connect(&url)?;
-                let full = client.prepare(&insert_statement(BATCH_EVENTS)).map_err(|e| e.to_string())?;
-                // Rounds far from flowbook's so the runs with 1 and 4 clients never collide.
-                let mut round = 1_000_000 * (clients as u64) + 1 + worker as u64;
-                while !stop.load(Ordering::Relaxed) {
-                    for batch in events.chunks(BATCH_EVENTS) {
+/// A PostgreSQL server ready for the peer's workloads: its `events` table made afresh, and checked
+/// to commit durably. The bench runs each workload right after flowbook's own (see `bench.rs`),
+/// then [`Peer::finish`] measures the reads and the disk.
+pub struct Peer {
+    url: String,
+    client: Client,
+    version: String,
+    synchronous_commit: String,
+}
+
+impl Peer {
+    pub fn connect(url: &str) -> Result<Peer, String> {
+        let mut client = connect(url)?;
+        client.batch_execute(SCHEMA).map_err(|e| e.to_string())?;
+        let mut one = |sql: &str| -> Result<String, String> {
+            let row = client.query_one(sql, &[]).map_err(|e| e.to_string())?;
+            Ok(row.get::<_, String>(0))
+        };
+        let (version, synchronous_commit) = (one("SHOW server_version")?, one("SHOW synchronous_commit")?);
+        if synchronous_commit != "on" {
+            return Err(format!(
+                "synchronous_commit is {synchronous_commit}, not on: commits would not be durable"
+            ));
+        }
+        Ok(Peer { url: url.to_owned(), client, version, synchronous_commit })
+    }
+
+    /// The events in transactions of [`BATCH_EVENTS`] from `clients` connections; events/s.
+    pub fn append_batched(
+        &self,
+        events: &Arc<Vec<Envelope>>,
+        clients: usize,
+        seconds: f64,
+        bench_round: u64,
+    ) -> Result<f64, String> {
+        let url = &self.url;
+        let stop = Arc::new(AtomicBool::new(false));
+        let appended = Arc::new(AtomicU64::new(0));
+        let started = Instant::now();
+        let workers: Vec<_> = (0..clients)
+            .map(|worker| {
+                let (url, stop, appended, events) =
+                    (url.to_owned(), Arc::clone(&stop), Arc::clone(&appended), Arc::clone(events));
+                std::thread::spawn(move || -> Result<(), String> {
+                    let mut client = connect(&url)?;
+                    let full = client.prepare(&insert_statement(BATCH_EVENTS)).map_err(|e| e.to_string())?;
+                    // Copies far from flowbook's, so that no two runs (1 or 4 clients, any round of
+                    // the bench) write the same stream.
+                    let mut round =
+                        1_000_000_000 * (bench_round + 1) + 1_000_000 * (clients as u64) + 1 + worker as u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        for batch in events.chunks(BATCH_EVENTS) {
+                            if stop.load(Ordering::Relaxed) {
+                                break;
+                            }
+                            let rows: Vec<Row> =
+                                batch.iter().map(|event| Row::copy_of(event, round)).collect();
+                            if rows.len() == BATCH_EVENTS {
+                                insert(&mut client, &full, &rows)?;
+                            } else {
+                                let tail = client
+                                    .prepare(&insert_statement(rows.len()))
+                                    .map_err(|e| e.to_string())?;
+                                insert(&mut client, &tail, &rows)?;
+                            }
+                            appended.fetch_add(rows.len() as u64, Ordering::Relaxed);
+                        }
+                        round += clients as u64;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_secs_f64(seconds));
+        stop.store(true, Ordering::Relaxed);
+        for worker in workers {
+            worker.join().map_err(|_| "a PostgreSQL client panicked".to_owned())??;
+        }
+        Ok(appended.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+    }
+
+    /// Each of `clients` connections commits one event at a time (autocommitted `INSERT`s) on a
+    /// stream of its own.
+    pub fn single_commits(
+        &self,
+        events: &Arc<Vec<Envelope>>,
+        clients: usize,
+        seconds: f64,
+        bench_round: u64,
+    ) -> Result<Throughput, String> {
+        let url = &self.url;
+        let stop = Arc::new(AtomicBool::new(false));
+        let started = Instant::now();
+        let workers: Vec<_> = (0..clients)
+            .map(|worker| {
+                let (url, stop, events) = (url.to_owned(), Arc::clone(&stop), Arc::clone(events));
+                std::thread::spawn(move || -> Result<Vec<f64>, String> {
+                    let mut client = connect(&url)?;
+                    let statement = client.prepare(&insert_statement(1)).map_err(|e| e.to_string())?;
+                    let mut latencies = Vec::new();
+                    let mut version = 0i64;
+                    for event in events.iter().cycle() {
                         if stop.load(Ordering::Relaxed) {
                             break;
                         }
-                        let rows: Vec<Row> = batch.iter().map(|event| Row::copy_of(event, round)).collect();
-                        if rows.len() == BATCH_EVENTS {
-                            insert(&mut client, &full, &rows)?;
-                        } else {
-                            let tail =
-                                client.prepare(&insert_statement(rows.len())).map_err(|e| e.to_string())?;
-                            insert(&mut client, &tail, &rows)?;
-                        }
-                        appended.fetch_add(rows.len() as u64, Ordering::Relaxed);
+                        version += 1;
+                        let mut row = Row::copy_of(event, 0);
+                        row.stream = format!("single/{bench_round}/{worker}");
+                        row.version = version;
+                        let sent = Instant::now();
+                        // Autocommit: one durable commit per event.
+                        client.execute(&statement, &row.params()).map_err(|e| e.to_string())?;
+                        latencies.push(sent.elapsed().as_secs_f64() * 1e3);
                     }
-                    round += clients as u64;
-                }
-                Ok(())
+                    Ok(latencies)
+                })
             })
+            .collect();
+        std::thread::sleep(Duration::from_secs_f64(seconds));
+        stop.store(true, Ordering::Relaxed);
+        let mut latencies = Vec::new();
+        for worker in workers {
+            latencies.extend(worker.join().map_err(|_| "a PostgreSQL client panicked".to_owned())??);
+        }
+        Ok(Throughput {
+            per_s: latencies.len() as f64 / started.elapsed().as_secs_f64(),
+            latency: Latency::of(latencies),
         })
-        .collect();
-    std::thread::sleep(Duration::from_secs_f64(seconds));
-    stop.store(true, Ordering::Relaxed);
-    for worker in workers {
-        worker.join().map_err(|_| "a PostgreSQL client panicked".to_owned())??;
     }
-    Ok(appended.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
-}
 
-/// Each of `clients` connections commits one event at a time on a stream of its own.
-fn single_commits(
-    url: &str,
-    events: &Arc<Vec<Envelope>>,
-    clients: usize,
-    seconds: f64,
-) -> Result<Throughput, String> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let started = Instant::now();
-    let workers: Vec<_> = (0..clients)
-        .map(|worker| {
-            let (url, stop, events) = (url.to_owned(), Arc::clone(&stop), Arc::clone(events));
-            std::thread::spawn(move || -> Result<Vec<f64>, String> {
-                let mut client = connect(&url)?;
-                let statement = client.prepare(&insert_statement(1)).map_err(|e| e.to_string())?;
-                let mut latencies = Vec::new();
-                let mut version = 0i64;
-                for event in events.iter().cycle() {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    version += 1;
-                    let mut row = Row::copy_of(event, 0);
-                    row.stream = format!("single/{worker}");
-                    row.version = version;
-                    let sent = Instant::now();
-                    // Autocommit: one durable commit per event.
-                    client.execute(&statement, &row.params()).map_err(|e| e.to_string())?;
-                    latencies.push(sent.elapsed().as_secs_f64() * 1e3);
-                }
-                Ok(latencies)
-            })
+    /// The comparable read (one member's stream, in order) and the table's bytes per event; the
+    /// rounds' figures are the bench's (medians) and go into the report as they are.
+    pub fn finish(
+        mut self,
+        seed: u64,
+        append_batched_1_per_s: f64,
+        append_batched_4_per_s: f64,
+        single_commits: Throughput,
+    ) -> Result<PostgresReport, String> {
+        let client = &mut self.client;
+        let streams: Vec<String> = client
+            .query("SELECT DISTINCT stream FROM events WHERE stream LIKE 'member/%' LIMIT 10000", &[])
+            .map_err(|e| e.to_string())?
+            .iter()
+            .map(|row| row.get::<_, String>(0))
+            .collect();
+        let read = client
+            .prepare("SELECT position, event_id, stream, version, type, effective_at, recorded_at, actor, data FROM events WHERE stream = $1 ORDER BY version")
+            .map_err(|e| e.to_string())?;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut latencies = Vec::new();
+        for _ in 0..1_000 {
+            let Some(stream) = streams.choose(&mut rng) else { break };
+            let started = Instant::now();
+            client.query(&read, &[stream]).map_err(|e| e.to_string())?;
+            latencies.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+        client.batch_execute("VACUUM ANALYZE events").map_err(|e| e.to_string())?;
+        let sizes = client
+            .query_one("SELECT pg_total_relation_size('events')::float8, count(*)::float8 FROM events", &[])
+            .map_err(|e| e.to_string())?;
+        Ok(PostgresReport {
+            version: self.version,
+            synchronous_commit: self.synchronous_commit,
+            append_batched_1_per_s,
+            append_batched_4_per_s,
+            single_commits,
+            history: Latency::of(latencies),
+            disk_bytes_per_event: sizes.get::<_, f64>(0) / sizes.get::<_, f64>(1).max(1.0),
         })
-        .collect();
-    std::thread::sleep(Duration::from_secs_f64(seconds));
-    stop.store(true, Ordering::Relaxed);
-    let mut latencies = Vec::new();
-    for worker in workers {
-        latencies.extend(worker.join().map_err(|_| "a PostgreSQL client panicked".to_owned())??);
     }
-    Ok(Throughput {
-        per_s: latencies.len() as f64 / started.elapsed().as_secs_f64(),
-        latency: Latency::of(latencies),
-    })
 }
 
-/// Runs the peer's workloads on the same events.
-pub fn run(
-    url: &str,
-    events: &Arc<Vec<Envelope>>,
-    clients: usize,
-    seconds: f64,
-    seed: u64,
-) -> Result<PostgresReport, String> {
-    let mut client = connect(url)?;
-    client.batch_execute(SCHEMA).map_err(|e| e.to_string())?;
-    let one = |client: &mut Client, sql: &str| -> Result<String, String> {
-        let row = client.query_one(sql, &[]).map_err(|e| e.to_string())?;
-        Ok(row.get::<_, String>(0))
-    };
-    let mut report = PostgresReport {
-        version: one(&mut client, "SHOW server_version")?,
-        synchronous_commit: one(&mut client, "SHOW synchronous_commit")?,
-        ..PostgresReport::default()
-    };
-    if report.synchronous_commit != "on" {
-        return Err(format!(
-            "synchronous_commit is {}, not on: commits would not be durable",
-            report.synchronous_commit
-        ));
-    }
-    report.append_batched_1_per_s = append_batched(url, events, 1, seconds)?;
-    report.append_batched_4_per_s = append_batched(url, events, BATCH_APPENDERS, seconds)?;
-    report.single_commits = single_commits(url, events, clients, seconds)?;
-
-    // The comparable read: one member's stream, in order, from the batched rounds.
-    let streams: Vec<String> = client
-        .query("SELECT DISTINCT stream FROM events WHERE stream LIKE 'member/%' LIMIT 10000", &[])
-        .map_err(|e| e.to_string())?
-        .iter()
-        .map(|row| row.get::<_, String>(0))
-        .collect();
-    let read = client
-        .prepare("SELECT position, event_id, stream, version, type, effective_at, recorded_at, actor, data FROM events WHERE stream = $1 ORDER BY version")
-        .map_err(|e| e.to_string())?;
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut latencies = Vec::new();
-    for _ in 0..1_000 {
-        let Some(stream) = streams.choose(&mut rng) else { break };
-        let started = Instant::now();
-        client.query(&read, &[stream]).map_err(|e| e.to_string())?;
-        latencies.push(started.elapsed().as_secs_f64() * 1e3);
-    }
-    report.history = Latency::of(latencies);
-    client.batch_execute("VACUUM ANALYZE events").map_err(|e| e.to_string())?;
-    let sizes = client
-        .query_one("SELECT pg_total_relation_size('events')::float8, count(*)::float8 FROM events", &[])
-        .map_err(|e| e.to_string())?;
-    report.disk_bytes_per_event = sizes.get::<_, f64>(0) / sizes.get::<_, f64>(1).max(1.0);
-    Ok(report)
-}
-
-/// The side-by-side rows, with the ratios the issue sets targets on.
+/// The side-by-side rows, with the ratios the issue sets targets on. A timed ratio is the median
+/// of the rounds' own ratios (each round's two runs back to back), listed when there are several.
 pub fn table(flowbook: &Report, pg: &PostgresReport) -> String {
     let ratio = |ours: f64, theirs: f64| if theirs > 0.0 { ours / theirs } else { f64::NAN };
+    // `unit` turns a ratio into its printed form: "2.41×", or "73 %".
+    let per_round = |ours: fn(&Round) -> f64, theirs: fn(&Round) -> Option<f64>, unit: fn(f64) -> String| {
+        let ratios: Vec<f64> =
+            flowbook.rounds.iter().filter_map(|r| theirs(r).map(|theirs| ratio(ours(r), theirs))).collect();
+        let listed = if ratios.len() > 1 {
+            let each: Vec<String> = ratios.iter().map(|r| unit(*r)).collect();
+            format!(" (rounds: {})", each.join(", "))
+        } else {
+            String::new()
+        };
+        format!("{}{listed}", unit(median(ratios)))
+    };
+    let times = |r: f64| format!("{r:.2}×");
     let mut out = String::new();
     out.push_str(&format!(
         "\n| PostgreSQL {} (synchronous_commit = {}) | PostgreSQL | flowbook | ratio |\n|---|---|---|---|\n",
         pg.version, pg.synchronous_commit
     ));
-    let mut row = |what: &str, theirs: String, ours: String, ratio: f64| {
-        out.push_str(&format!("| {what} | {theirs} | {ours} | {ratio:.2}× |\n"));
+    let mut row = |what: &str, theirs: String, ours: String, ratio: String| {
+        out.push_str(&format!("| {what} | {theirs} | {ours} | {ratio} |\n"));
     };
     row(
         "batched append, 1 client (events/s)",
         format!("{:.0}", pg.append_batched_1_per_s),
         format!("{:.0}", flowbook.append_batched_1_per_s),
-        ratio(flowbook.append_batched_1_per_s, pg.append_batched_1_per_s),
+        per_round(|r| r.append_batched_1_per_s, |r| r.postgres_batched_1_per_s, times),
     );
     row(
         "batched append, 4 clients (events/s)",
         format!("{:.0}", pg.append_batched_4_per_s),
         format!("{:.0}", flowbook.append_batched_4_per_s),
-        ratio(flowbook.append_batched_4_per_s, pg.append_batched_4_per_s),
+        per_round(|r| r.append_batched_4_per_s, |r| r.postgres_batched_4_per_s, times),
     );
     row(
         "single-event commits vs HTTP commands, 64 clients (/s)",
         format!("{:.0} (p99 {:.1} ms)", pg.single_commits.per_s, pg.single_commits.latency.p99_ms),
         format!("{:.0} (p99 {:.1} ms)", flowbook.http_flat_out.per_s, flowbook.http_flat_out.latency.p99_ms),
-        ratio(flowbook.http_flat_out.per_s, pg.single_commits.per_s),
+        per_round(|r| r.http_flat_out_per_s, |r| r.postgres_single_commits_per_s, times),
     );
     row(
         "one stream's events, p99 (ms)",
         format!("{:.3}", pg.history.p99_ms),
         format!("{:.3}", flowbook.history.p99_ms),
-        ratio(pg.history.p99_ms, flowbook.history.p99_ms),
+        times(ratio(pg.history.p99_ms, flowbook.history.p99_ms)),
     );
     row(
         "disk bytes per event (lower is better; ratio = theirs / ours)",
         format!("{:.0}", pg.disk_bytes_per_event),
         format!("{:.0}", flowbook.disk_bytes_per_event),
-        ratio(pg.disk_bytes_per_event, flowbook.disk_bytes_per_event),
+        times(ratio(pg.disk_bytes_per_event, flowbook.disk_bytes_per_event)),
+    );
+    let share = per_round(
+        |r| r.append_batched_4_per_s.max(r.append_batched_1_per_s),
+        |r| Some(r.physical_bound_per_s),
+        |r| format!("{:.0} %", 100.0 * r),
     );
     out.push_str(&format!(
-        "| flowbook batched append (4) against the physical bound | | {:.0} of {:.0} | {:.0} % |\n",
+        "| flowbook batched append (the better of 1 and 4) against the physical bound | | {:.0} of {:.0} | {share} |\n",
         flowbook.append_batched_4_per_s.max(flowbook.append_batched_1_per_s),
         flowbook.physical_bound_per_s,
-        100.0 * flowbook.append_batched_4_per_s.max(flowbook.append_batched_1_per_s)
-            / flowbook.physical_bound_per_s.max(1.0)
     ));
     out
 }

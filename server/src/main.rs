@@ -175,6 +175,10 @@ enum Command {
         /// sled's page cache of every store the bench opens, in MiB.
         #[arg(long, default_value_t = DEFAULT_CACHE_MIB, value_parser = clap::value_parser!(u64).range(1..=65_536))]
         cache_mib: u64,
+        /// Rounds of the timed comparisons (batched appends, the disk's bound, HTTP writes and,
+        /// with --postgres, the peer's right after each); the report gives each and the medians.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
+        rounds: u32,
     },
     /// Rebuild every projection from the log, with progress, and report how long it took.
     Rebuild {
@@ -232,18 +236,21 @@ fn main() -> ExitCode {
         }
         Command::Verify { data } => verify(&data),
         Command::Rebuild { data } => rebuild(&data),
-        Command::Bench { dir, members, clients, seconds, seed, json, postgres, cache_mib } => bench_command(
-            bench::BenchOptions {
-                dir,
-                members: members as usize,
-                clients: clients as usize,
-                seconds,
-                seed,
-                postgres,
-                cache_bytes: cache_mib << 20,
-            },
-            json.as_deref(),
-        ),
+        Command::Bench { dir, members, clients, seconds, seed, json, postgres, cache_mib, rounds } => {
+            bench_command(
+                bench::BenchOptions {
+                    dir,
+                    members: members as usize,
+                    clients: clients as usize,
+                    seconds,
+                    seed,
+                    postgres,
+                    cache_bytes: cache_mib << 20,
+                    rounds: rounds as usize,
+                },
+                json.as_deref(),
+            )
+        }
         Command::Demo { data, seed, members, end } => {
             demo_command(&data, seed, members as usize, end.as_deref())
         }

@@ -281,10 +281,13 @@ fn bench_runs_every_workload_in_seconds_and_writes_its_report() {
         "8",
         "--seconds",
         "0.3",
+        "--rounds",
+        "2",
         "--json",
         report.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("| timed workloads | 2 rounds; their medians below |"), "{out}");
     assert!(out.contains("| batched append, 4 appenders |") && out.contains("| rebuild |"), "{out}");
     assert!(!scratch.exists(), "the scratch directory is removed");
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
@@ -302,6 +305,24 @@ fn bench_runs_every_workload_in_seconds_and_writes_its_report() {
     assert!(report["http_flat_out"]["per_s"].as_f64().unwrap() > 0.0);
     assert!(report["history"]["samples"].as_u64().unwrap() > 0);
     assert!(report["postgres"].is_null(), "no PostgreSQL unless asked");
+    let rounds = report["rounds"].as_array().expect("the rounds are listed");
+    assert_eq!(rounds.len(), 2, "{report}");
+    let mut batched: Vec<f64> =
+        rounds.iter().map(|r| r["append_batched_1_per_s"].as_f64().unwrap()).collect();
+    for round in rounds {
+        for figure in [
+            "append_batched_1_per_s",
+            "append_batched_4_per_s",
+            "physical_bound_per_s",
+            "http_flat_out_per_s",
+        ] {
+            assert!(round[figure].as_f64().unwrap() > 0.0, "{figure} in each round: {round}");
+        }
+        assert!(round["postgres_batched_1_per_s"].is_null(), "{round}");
+    }
+    batched.sort_by(f64::total_cmp);
+    let reported = report["append_batched_1_per_s"].as_f64().unwrap();
+    assert!((reported - (batched[0] + batched[1]) / 2.0).abs() < 1e-6, "the figure is the rounds' median");
 
     let busy = dir.path().join("busy");
     std::fs::create_dir_all(busy.join("something")).unwrap();
