@@ -398,7 +398,7 @@ pub fn run(
     report.build_events_per_s = store.head() as f64 / elapsed;
 
     let events = Arc::new(district_events(&store)?);
-    let peer = match &options.postgres {
+    let mut peer = match &options.postgres {
         Some(url) => Some(crate::bench_postgres::Peer::connect(url)?),
         None => None,
     };
@@ -442,7 +442,7 @@ pub fn run(
         progress(&format!("append: the same events in transactions of 1,000, 1 appender{tag}"));
         figures.append_batched_1_per_s =
             append_batched(&options.dir.join("append-1"), &events, 1, seconds, options.cache_bytes)?;
-        if let Some(peer) = &peer {
+        if let Some(peer) = &mut peer {
             progress(&format!("postgres: batched, 1 client{tag}"));
             figures.postgres_batched_1_per_s =
                 Some(peer.append_batched(&events, 1, seconds, round as u64)?);
@@ -455,7 +455,7 @@ pub fn run(
             seconds,
             options.cache_bytes,
         )?;
-        if let Some(peer) = &peer {
+        if let Some(peer) = &mut peer {
             progress(&format!("postgres: batched, 4 clients{tag}"));
             figures.postgres_batched_4_per_s =
                 Some(peer.append_batched(&events, BATCH_APPENDERS, seconds, round as u64)?);
