@@ -177,11 +177,31 @@ pub fn district_events(store: &Store) -> Result<Vec<Envelope>, String> {
 pub fn copy_of(event: &Envelope, round: u64) -> NewEvent {
     NewEvent {
         event_id: uuid::Uuid::from_u64_pair(round, event.position),
-        stream: if round == 0 { event.stream.clone() } else { format!("{}~{round}", event.stream) },
+        stream: copy_stream(&event.stream, round),
         event_type: event.event_type.clone(),
         effective_at: event.effective_at,
         actor: event.actor.clone(),
         data: event.data.clone(),
+    }
+}
+
+/// The name of a stream's `round`-th copy. A `<prefix>/<uuid>` stream — every stream flowbook
+/// writes — is copied to another uuid (the original's bits mixed with the round's), so that the
+/// copies are named as real streams are and take the log's path for them (stream heads kept
+/// packed); a name of any other form gets `~round` appended.
+pub fn copy_stream(stream: &str, round: u64) -> String {
+    if round == 0 {
+        return stream.to_owned();
+    }
+    let parsed =
+        stream.split_once('/').and_then(|(prefix, id)| Some((prefix, uuid::Uuid::try_parse(id).ok()?)));
+    match parsed {
+        Some((prefix, id)) => {
+            // Odd multipliers: distinct rounds give distinct masks, so a stream's copies never meet.
+            let mask = u128::from(round).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835);
+            format!("{prefix}/{}", uuid::Uuid::from_u128(id.as_u128() ^ mask))
+        }
+        None => format!("{stream}~{round}"),
     }
 }
 
@@ -624,6 +644,25 @@ pub fn table(report: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copies_are_named_as_streams_are_and_never_meet() {
+        let original = "member/0191e6a4-1c2b-7d3e-8f40-123456789abc";
+        assert_eq!(copy_stream(original, 0), original);
+        let copies: std::collections::HashSet<String> =
+            (1..2_000).map(|round| copy_stream(original, round)).collect();
+        assert_eq!(copies.len(), 1_999, "every round its own stream");
+        for copy in &copies {
+            let id = copy.strip_prefix("member/").expect("the prefix kept");
+            assert_eq!(
+                uuid::Uuid::try_parse(id).unwrap().hyphenated().to_string(),
+                id,
+                "a uuid as flowbook writes it"
+            );
+            assert_ne!(copy, original);
+        }
+        assert_eq!(copy_stream("imported-ledger", 3), "imported-ledger~3");
+    }
 
     #[test]
     fn medians_take_the_middle_or_the_mean_of_the_middle_two() {
