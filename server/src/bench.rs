@@ -13,7 +13,9 @@
 //! 5. **Rebuild** of every read model from the district's log, then **queries** on them.
 //! 6. Disk bytes per event and peak memory.
 //!
-//! With `--postgres`, the same events go to PostgreSQL too (see `bench_postgres.rs`).
+//! With `--postgres`, the same events go to PostgreSQL too (see `bench_postgres.rs`), each of its
+//! timed runs right after flowbook's own. Steps 2–4 (and the peer's runs) repeat `--rounds` times;
+//! the report keeps every round and gives their medians.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
