@@ -525,7 +525,7 @@ impl<'a> Rules<'a> {
             return Err(RuleError::InvalidTransition.into());
         };
         let stream = self.world.member_stream(member_id).ok_or(Rejection::NotFound(Entity::Event))?;
-        if stream.retracted.contains(&target.position) {
+        if stream.retracted().contains(&target.position) {
             return Err(RuleError::AlreadyRetracted.into());
         }
         if matches!(target.event_type.as_str(), "event_retracted" | "member_reassigned") {

@@ -10,6 +10,7 @@
 //! caller supplies the stream, which keeps this crate free of storage.
 
 use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
 
 use foldhash::HashMap;
 
@@ -107,11 +108,17 @@ pub struct MemberStream {
     pub version: u64,
     /// The latest event that is neither a retraction nor retracted.
     pub latest_live: Option<(u64, DateTime<Utc>)>,
-    /// Positions retracted so far.
-    pub retracted: Vec<u64>,
+    /// Positions retracted so far (set by `fold`). Rare, so one word here — none when there are
+    /// none — rather than a vector's three (see `a_member_stream_stays_in_its_allocation_class`).
+    retracted: Option<Box<Vec<u64>>>,
 }
 
 impl MemberStream {
+    /// Positions retracted so far, in the order of their retractions.
+    pub fn retracted(&self) -> &[u64] {
+        self.retracted.as_deref().map_or(&[], |positions| positions.as_slice())
+    }
+
     /// The latest effective time of the live events (the effective-time rule's floor).
     pub fn latest_effective(&self) -> Option<DateTime<Utc>> {
         self.latest_live.map(|(_, at)| at)
@@ -127,14 +134,16 @@ impl MemberStream {
             })
             .collect();
         let mut stream = MemberStream::default();
+        let mut positions = Vec::new();
         for event in history {
             stream.version = event.version;
             match event.data {
-                EventData::EventRetracted { position, .. } => stream.retracted.push(position),
+                EventData::EventRetracted { position, .. } => positions.push(position),
                 _ if retracted.contains(&event.position) => {}
                 _ => stream.apply_live(event),
             }
         }
+        stream.retracted = (!positions.is_empty()).then(|| Box::new(positions));
         stream
     }
 
@@ -319,9 +328,12 @@ pub struct World {
     /// models built on this world number their facts the same way.
     member_numbers: MemberNumbers,
     member_ids: Vec<MemberId>,
-    /// By number. Boxed: most members are read rarely, and a vector grown by doubling would
-    /// otherwise carry up to as many empty member-sized slots as full ones.
-    members: Vec<Box<MemberStream>>,
+    /// By number. Behind a pointer: most members are read rarely, and a vector grown by doubling
+    /// would otherwise carry up to as many empty member-sized slots as full ones. Shared (`Arc`,
+    /// copied on write): a clone of the world shares every member with it until one side changes
+    /// that member, so a server deciding on a clone of its read models' world does not hold each
+    /// member twice (`share_members_with`).
+    members: Vec<Arc<MemberStream>>,
     /// Every letter ever issued, numbered in order of issue (so an unknown id is `not_found`, a
     /// closed one `no_open_transfer`), and by number its id and its member's number.
     transfer_numbers: HashMap<TransferId, u32>,
@@ -449,10 +461,10 @@ impl World {
                     }
                     None => self.number_member(id),
                 };
-                let stream = &mut self.members[number as usize];
+                let stream = Arc::make_mut(&mut self.members[number as usize]);
                 let old_home = stream.member.as_ref().and_then(|m| m.branch_id);
                 match &event.data {
-                    EventData::EventRetracted { .. } => **stream = MemberStream::fold(&history(id)),
+                    EventData::EventRetracted { .. } => *stream = MemberStream::fold(&history(id)),
                     _ => stream.apply_live(event),
                 }
                 let new_home = stream.member.as_ref().and_then(|m| m.branch_id);
@@ -499,6 +511,29 @@ impl World {
         }
     }
 
+    /// Makes this world share with `other` each of `members` (by number) that both hold alike,
+    /// and answers how many it shares now: a world that applied the same events as `other` —
+    /// a clone kept ahead of it, say, once `other` has caught up — then holds those members once
+    /// instead of twice. A member that differs, or that `other` does not have, is left alone.
+    pub fn share_members_with(&mut self, other: &World, members: impl IntoIterator<Item = u32>) -> usize {
+        let mut shared = 0;
+        for number in members {
+            let (Some(ours), Some(theirs)) =
+                (self.members.get(number as usize), other.members.get(number as usize))
+            else {
+                continue;
+            };
+            if Arc::ptr_eq(ours, theirs) {
+                shared += 1;
+            } else if self.member_ids[number as usize] == other.member_ids[number as usize] && ours == theirs
+            {
+                self.members[number as usize] = Arc::clone(theirs);
+                shared += 1;
+            }
+        }
+        shared
+    }
+
     /// Takes over the numbers by id of the member streams a caller numbered (`apply_numbered`).
     ///
     /// Panics unless they number exactly this world's member streams (a caller's bug).
@@ -522,7 +557,7 @@ impl World {
     fn push_member(&mut self, id: MemberId) -> u32 {
         let number = self.next_member_number();
         push_to_table(&mut self.member_ids, id);
-        push_to_table(&mut self.members, Box::default());
+        push_to_table(&mut self.members, Arc::default());
         number
     }
 
@@ -557,11 +592,63 @@ impl World {
 mod tests {
     use super::*;
 
-    /// A million members are a million boxed streams: the allocator rounds each up to its size
-    /// class (mimalloc: …, 192, 224, 256 bytes), so a field that pushes the stream past 224
-    /// costs 32 MiB at 10 M events, where the budget is 2 GiB (BENCHMARKS.md, fourth session).
+    /// A million members are a million shared streams: the allocator rounds each `Arc`'s
+    /// allocation (the stream and two counts) up to its size class, so a field that pushes it
+    /// over costs ~32 MiB at 10 M events, where the budget is 2 GiB. Measured with mimalloc on 1 M
+    /// allocations (sixth session): `Arc`s of 216 bytes take 224 each, of 224 bytes 257.
     #[test]
     fn a_member_stream_stays_in_its_allocation_class() {
-        assert!(std::mem::size_of::<MemberStream>() <= 224, "{}", std::mem::size_of::<MemberStream>());
+        let allocation = std::mem::size_of::<MemberStream>() + 2 * std::mem::size_of::<usize>();
+        assert!(allocation <= 216, "{allocation}");
+    }
+
+    fn registered(position: u64, member: MemberId, branch: BranchId) -> RecordedEvent {
+        let at = DateTime::from_timestamp(1_600_000_000 + position as i64, 0).unwrap();
+        RecordedEvent {
+            position,
+            stream: StreamId::Member(member),
+            version: 1,
+            effective_at: at,
+            recorded_at: at,
+            actor: "test".into(),
+            data: EventData::MemberRegistered {
+                member_id: member,
+                name: format!("成员{position}"),
+                branch_id: branch,
+                status: MemberStatus::Full,
+            },
+        }
+    }
+
+    #[test]
+    fn a_clone_shares_members_until_either_changes_one_and_shares_again_when_alike() {
+        let branch = BranchId(uuid::Uuid::from_u64_pair(1, 1));
+        let members: Vec<MemberId> = (0..4).map(|n| MemberId(uuid::Uuid::from_u64_pair(2, n))).collect();
+        let mut read_side = World::default();
+        for (n, member) in members.iter().enumerate() {
+            read_side.apply(&registered(n as u64 + 1, *member, branch), |_| Vec::new());
+        }
+        let mut deciding = read_side.clone();
+        assert_eq!(deciding.share_members_with(&read_side, 0..4), 4, "a clone shares every member");
+
+        // The deciding side runs ahead by one event: that member is its own now, the others shared.
+        let lost = RecordedEvent {
+            position: 5,
+            stream: StreamId::Member(members[2]),
+            version: 2,
+            data: EventData::ContactLost { member_id: members[2], reason: None },
+            ..registered(5, members[2], branch)
+        };
+        deciding.apply(&lost, |_| Vec::new());
+        assert_ne!(deciding, read_side, "copied on write: the other side is untouched");
+        assert_eq!(deciding.share_members_with(&read_side, 0..4), 3, "the changed member is not shared");
+        assert!(deciding.member(members[2]).unwrap().contact_lost_since.is_some());
+        assert!(read_side.member(members[2]).unwrap().contact_lost_since.is_none());
+
+        // Once the read side has applied it too, the two are alike and share it again.
+        read_side.apply(&lost, |_| Vec::new());
+        assert_eq!(deciding.share_members_with(&read_side, [2]), 1);
+        assert_eq!(deciding, read_side);
+        assert_eq!(deciding.share_members_with(&read_side, [9]), 0, "a number neither has is passed over");
     }
 }

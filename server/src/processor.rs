@@ -233,7 +233,14 @@ impl State {
             }
         }
         let submitted = store.submit_all(appends);
-        self.finish(outcomes, submitted);
+        let touched: Vec<u32> = pending
+            .iter()
+            .filter_map(|event| match event.stream {
+                StreamId::Member(id) => self.world.member_number(id),
+                StreamId::Branch(_) => None,
+            })
+            .collect();
+        self.finish(outcomes, submitted, touched);
     }
 
     /// Applies decided events to the write model with the positions the log will give them, and
@@ -280,7 +287,13 @@ impl State {
     }
 
     /// Waits for every append of the batch, catches the read models up, and answers.
-    fn finish(&mut self, outcomes: Vec<Outcome>, submitted: Vec<Result<Submitted, StoreError>>) {
+    /// `touched`: the numbers of the member streams the batch wrote to.
+    fn finish(
+        &mut self,
+        outcomes: Vec<Outcome>,
+        submitted: Vec<Result<Submitted, StoreError>>,
+        touched: Vec<u32>,
+    ) {
         let mut submitted = submitted.into_iter();
         let mut wait = || -> Result<flowbook_store::Appended, StoreError> {
             submitted.next().expect("an append for each write and sweep step").and_then(Submitted::wait)
@@ -324,8 +337,16 @@ impl State {
                 tracing::error!("catching up failed: {error}");
             }
             self.world = self.live.read().world().clone();
-        } else if let Err(error) = self.live.catch_up() {
-            tracing::error!("catching up failed: {error}");
+        } else {
+            match self.live.catch_up() {
+                // The read models now hold what this world decided: each member the batch changed
+                // is kept once again, not once here and once there (at a million members the two
+                // copies were ~300 MiB).
+                Ok(_) => {
+                    self.world.share_members_with(self.live.read().world(), touched);
+                }
+                Err(error) => tracing::error!("catching up failed: {error}"),
+            }
         }
         for answer in answers {
             match answer {
