@@ -233,13 +233,15 @@ impl State {
             }
         }
         let submitted = store.submit_all(appends);
-        let touched: Vec<u32> = pending
+        let mut touched: Vec<u32> = pending
             .iter()
             .filter_map(|event| match event.stream {
                 StreamId::Member(id) => self.world.member_number(id),
                 StreamId::Branch(_) => None,
             })
             .collect();
+        touched.sort_unstable();
+        touched.dedup();
         self.finish(outcomes, submitted, touched);
     }
 
