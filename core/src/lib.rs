@@ -13,6 +13,7 @@ pub mod error;
 pub mod event;
 pub mod grow;
 pub mod ids;
+pub mod sorted;
 pub mod state;
 
 pub use command::{Command, CommandBody, DiscoverySubject, RetractTarget, TransferTarget};

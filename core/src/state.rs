@@ -9,7 +9,7 @@
 //! general, so a retraction refolds that one member from its stream (a few dozen events); the
 //! caller supplies the stream, which keeps this crate free of storage.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use foldhash::HashMap;
@@ -19,6 +19,7 @@ use chrono::{DateTime, Utc};
 use crate::event::{BranchKind, DiscoverySource, EventData, MemberStatus, RecordedEvent};
 use crate::grow::push_to_table;
 use crate::ids::{BranchId, MemberId, StreamId, TransferId};
+use crate::sorted::SortedSet;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct BranchState {
@@ -339,7 +340,7 @@ pub struct World {
     transfer_numbers: HashMap<TransferId, u32>,
     transfers: Vec<(TransferId, u32)>,
     /// A branch's home members by number (left and deceased members have no home).
-    homes: HashMap<BranchId, BTreeSet<u32>>,
+    homes: HashMap<BranchId, SortedSet<u32>>,
     /// The last position applied.
     position: u64,
 }
@@ -401,7 +402,7 @@ impl World {
 
     /// A branch's home members, in order of number.
     pub fn home_members(&self, branch: BranchId) -> impl Iterator<Item = MemberId> + '_ {
-        self.homes.get(&branch).into_iter().flatten().map(|number| self.member_id(*number))
+        self.homes.get(&branch).into_iter().flatten().map(|number| self.member_id(number))
     }
 
     /// The version of a stream (0: none), for `expected_version` checks at the log.

@@ -7,7 +7,8 @@
 //! them whole; prints p50 / p99. Given several logs of the same story (say, one written before a
 //! layout change and one after), it reads each stream from each log in turn, so that the machine's
 //! drift (±30 % here) falls on all of them alike. Run it twice: the first run shows a cold page
-//! cache, the second a warm one.
+//! cache, the second a warm one. With `PROBE_LENGTHS=1` it also prints the first log's mean and
+//! worst time by stream length (is a slow history a long one, or a stall?).
 
 use flowbook_store::{Store, StoreOptions};
 
@@ -46,6 +47,18 @@ fn main() {
             let started = std::time::Instant::now();
             events[n] += store.read_stream(stream, 1, 1_000).expect("read a stream").len();
             millis[n].push(started.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    if std::env::var_os("PROBE_LENGTHS").is_some() {
+        let mut by_len: std::collections::BTreeMap<usize, Vec<f64>> = Default::default();
+        for (stream, ms) in streams.iter().zip(&millis[0]) {
+            let len = stores[0].read_stream(stream, 1, 1_000).unwrap().len();
+            by_len.entry(len).or_default().push(*ms);
+        }
+        for (len, ms) in by_len {
+            let mean = ms.iter().sum::<f64>() / ms.len() as f64;
+            let max = ms.iter().cloned().fold(0.0, f64::max);
+            println!("len {len}: {} streams, mean {mean:.3} ms, max {max:.3} ms", ms.len());
         }
     }
     for (n, mut millis) in millis.into_iter().enumerate() {

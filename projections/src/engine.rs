@@ -12,7 +12,7 @@
 //!   are the member's latest: found by the event's position among the member's own intervals and
 //!   statuses, and by the event's effective time among the flow and pocket records.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use foldhash::HashMap;
 
@@ -23,6 +23,7 @@ use flowbook_core::{
 };
 
 use flowbook_core::grow::{grow_table_to, push_exact, push_gently};
+use flowbook_core::sorted::SortedSet;
 
 use crate::dense::{BranchNo, Dense, MemberNo, MemberSet};
 use crate::time::{nanos, At, Fact, Nanos};
@@ -72,7 +73,7 @@ pub(crate) struct BranchFacts {
     pub home_count: usize,
     pub full_count: usize,
     /// By number: a roster reads them in full, a rebuild moves members in and out of them.
-    pub visitors: BTreeSet<MemberNo>,
+    pub visitors: SortedSet<MemberNo>,
 }
 
 /// Where an interval is kept: its branch's list and its place in it.
@@ -86,11 +87,12 @@ pub(crate) struct IntervalRef {
 pub(crate) struct MemberFacts {
     /// Status as of each status-setting event, in recorded order.
     pub statuses: Vec<(Fact, MemberStatus)>,
+    /// The member's open intervals: where the next move ends them and where a retraction finds
+    /// those its event started. The intervals its event ended are found in their branch's list
+    /// (see `undo`), so no member keeps a list of every interval it has had: a million such
+    /// lists cost ~50 MiB and a reallocation on every move.
     open_home: Option<IntervalRef>,
     open_visit: Option<IntervalRef>,
-    /// Every interval the member has had, oldest first: where a retraction looks for the
-    /// intervals its event started or ended (the latest ones).
-    intervals: Vec<IntervalRef>,
 }
 
 impl MemberFacts {
@@ -283,7 +285,7 @@ impl Projections {
                                 dissolved: None,
                                 home_count: 0,
                                 full_count: 0,
-                                visitors: BTreeSet::new(),
+                                visitors: SortedSet::default(),
                             },
                         );
                     }
@@ -320,7 +322,16 @@ impl Projections {
                             }
                         }
                         if let Some(effective_at) = retracted_effective_at {
-                            self.undo(number, *position, effective_at, event.recorded_at);
+                            // As if never applied: the member is back where it was before the
+                            // retracted event, so the intervals that event ended are there.
+                            let restored = [
+                                (Relation::Home, after.home.map(|(branch, _)| branch)),
+                                (Relation::Visiting, after.visit.map(|(branch, _)| branch)),
+                            ]
+                            .map(|(relation, branch)| {
+                                (relation, branch.and_then(|b| self.branch_numbers.get(&b)).map(BranchNo))
+                            });
+                            self.undo(number, *position, effective_at, event.recorded_at, restored);
                         }
                     }
                     data => {
@@ -479,7 +490,6 @@ impl Projections {
                 let index = u32::try_from(list.len() - 1).expect("fewer than 2^32 intervals per branch");
                 let opened = IntervalRef { branch, index };
                 *open_slot(facts, relation) = Some(opened);
-                push_exact(&mut facts.intervals, opened);
             }
         }
         if let Some(status) = after.status.filter(|status| before.status != Some(*status)) {
@@ -524,36 +534,49 @@ impl Projections {
     }
 
     /// Marks the facts the event at `position` created as retracted at `retracted_at`. Only a
-    /// member's latest live event can be retracted, so its facts are the member's latest ones.
+    /// member's latest live event can be retracted, so its facts are the member's latest ones:
+    /// the intervals it started are the member's open ones, and those it ended are the member's
+    /// latest in the branches it is back in (`restored`, by relation: where the refolded member
+    /// is now).
     fn undo(
         &mut self,
         member: MemberNo,
         position: u64,
         effective_at: DateTime<Utc>,
         retracted_at: DateTime<Utc>,
+        restored: [(Relation, Option<BranchNo>); 2],
     ) {
         let facts = &mut self.members[member.index()];
         let live = |fact: &Fact| fact.position() == position && !fact.is_retracted();
         // Intervals the event started close first, then those it ended reopen: within one
         // relation, an event that moved the member ended one interval and started the next.
-        for ended in [false, true] {
-            for slot in (0..facts.intervals.len()).rev() {
-                let at = facts.intervals[slot];
-                let Some(interval) = self
-                    .intervals
-                    .get_mut(at.branch.index())
-                    .and_then(|list| list.get_mut(at.index as usize))
-                else {
-                    continue;
-                };
-                let relation = interval.relation;
-                if !ended && live(&interval.start) {
+        for relation in [Relation::Home, Relation::Visiting] {
+            let slot = open_slot(facts, relation);
+            if let Some(at) = *slot {
+                let interval = &mut self.intervals[at.branch.index()][at.index as usize];
+                if live(&interval.start) {
                     interval.start.retract(retracted_at);
-                    *open_slot(facts, relation) = None;
-                } else if let Some(end) = interval.end.as_mut().filter(|end| ended && live(end)) {
-                    end.retract(retracted_at);
-                    *open_slot(facts, relation) = Some(at);
+                    *slot = None;
                 }
+            }
+        }
+        for (relation, branch) in restored {
+            let Some(branch) = branch else { continue };
+            let list = &mut self.intervals[branch.index()];
+            // The one the retracted event ended, searched from the list's end (lists are in
+            // position order): a retraction is rare and a branch's list a few thousand
+            // intervals, so the walk costs microseconds where a per-member list cost the
+            // rebuild a reallocation on every move.
+            let ended = list.iter().enumerate().rev().find(|(_, interval)| {
+                interval.member == member
+                    && interval.relation == relation
+                    && interval.end.as_ref().is_some_and(|end| live(end))
+            });
+            if let Some((index, _)) = ended {
+                let interval = &mut list[index];
+                interval.end.as_mut().expect("found by its end").retract(retracted_at);
+                let index = u32::try_from(index).expect("fewer than 2^32 intervals per branch");
+                *open_slot(facts, relation) = Some(IntervalRef { branch, index });
             }
         }
         for (fact, _) in facts.statuses.iter_mut().rev().filter(|(fact, _)| live(fact)) {
@@ -633,6 +656,6 @@ mod tests {
         assert_eq!(size_of::<PocketRecord>(), 40);
         assert_eq!(size_of::<Interval>(), 80);
         assert_eq!(size_of::<Option<TransferFacts>>(), 40);
-        assert_eq!(size_of::<MemberFacts>(), 72);
+        assert_eq!(size_of::<MemberFacts>(), 48);
     }
 }
