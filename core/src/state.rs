@@ -463,15 +463,20 @@ impl World {
                     None => self.number_member(id),
                 };
                 let stream = Arc::make_mut(&mut self.members[number as usize]);
+                let open_letter = |stream: &MemberStream| {
+                    stream.member.as_ref().and_then(|m| m.open_transfer.as_ref()).map(|o| o.transfer_id)
+                };
                 let old_home = stream.member.as_ref().and_then(|m| m.branch_id);
+                let old_open = open_letter(stream);
                 match &event.data {
                     EventData::EventRetracted { .. } => *stream = MemberStream::fold(&history(id)),
                     _ => stream.apply_live(event),
                 }
                 let new_home = stream.member.as_ref().and_then(|m| m.branch_id);
-                let open =
-                    stream.member.as_ref().and_then(|m| m.open_transfer.as_ref()).map(|o| o.transfer_id);
-                self.reindex(number, old_home, new_home, open);
+                // Only a letter just opened can be new to the index: most events leave the
+                // member's letter (if any) as it was, and spare the lookup.
+                let opened = open_letter(stream).filter(|open| old_open != Some(*open));
+                self.reindex(number, old_home, new_home, opened);
             }
         }
     }
@@ -567,7 +572,7 @@ impl World {
         id: u32,
         old_home: Option<BranchId>,
         new_home: Option<BranchId>,
-        open: Option<TransferId>,
+        opened: Option<TransferId>,
     ) {
         if old_home != new_home {
             if let Some(old) = old_home {
@@ -579,7 +584,7 @@ impl World {
                 self.homes.entry(new).or_default().insert(id);
             }
         }
-        if let Some(transfer) = open {
+        if let Some(transfer) = opened {
             if !self.transfer_numbers.contains_key(&transfer) {
                 let number = u32::try_from(self.transfers.len()).expect("fewer than 2^32 letters");
                 self.transfer_numbers.insert(transfer, number);

@@ -121,14 +121,15 @@ impl<K: Copy + Eq + Hash> Day<K> {
 pub(crate) struct Regions {
     names: Vec<String>,
     index_of_name: HashMap<String, u32>,
-    of_branch: HashMap<BranchNo, u32>,
+    /// By branch number (dense): looked up twice for every flow a rebuild counts.
+    of_branch: Vec<Option<u32>>,
 }
 
 impl Regions {
     /// Records the region of a branch (its id stands in for a branch the log never established).
     pub fn assign(&mut self, branch: BranchNo, region: &str) -> u32 {
-        if let Some(index) = self.of_branch.get(&branch) {
-            return *index;
+        if let Some(index) = self.of(branch) {
+            return index;
         }
         let index = match self.index_of_name.get(region) {
             Some(index) => *index,
@@ -139,13 +140,14 @@ impl Regions {
                 index
             }
         };
-        self.of_branch.insert(branch, index);
+        flowbook_core::grow::grow_to(&mut self.of_branch, branch.index() + 1, || None);
+        self.of_branch[branch.index()] = Some(index);
         index
     }
 
     /// The region index of a branch that has been assigned one.
     pub fn of(&self, branch: BranchNo) -> Option<u32> {
-        self.of_branch.get(&branch).copied()
+        self.of_branch.get(branch.index()).copied().flatten()
     }
 
     pub fn name(&self, index: u32) -> &str {
