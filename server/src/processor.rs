@@ -30,6 +30,13 @@ pub const QUEUE_COMMANDS_MAX: usize = 4_096;
 /// Commands decided per batch.
 pub const BATCH_COMMANDS_MAX: usize = 512;
 
+/// Letters one step of an expiry sweep expires (each one append of two events). A sweep of more
+/// runs in steps, each its own batch, so that writers queued meanwhile go in between and no
+/// batch outgrows the log's queue: one batch of every overdue letter — tens of thousands after a
+/// long stop, at a million members — overflowed it (`busy`), failed the sweep and, by the
+/// failure path's fresh copy of the write model, took the server past 2 GiB.
+pub const SWEEP_LETTERS_PER_STEP: usize = 500;
+
 /// One write, as the HTTP layer hands it over.
 pub struct Write {
     pub principal: Principal,
@@ -49,7 +56,15 @@ pub struct Written {
 
 enum Job {
     Write(Box<Write>),
-    Sweep { now: DateTime<Utc>, reply: oneshot::Sender<Result<usize, ApiError>> },
+    Sweep { now: DateTime<Utc>, reply: oneshot::Sender<Result<SweepStep, ApiError>> },
+}
+
+/// What one step of a sweep did.
+#[derive(Debug, Clone, Copy)]
+struct SweepStep {
+    expired: usize,
+    /// Overdue letters were left for the next step.
+    more: bool,
 }
 
 /// The handle the HTTP layer holds.
@@ -97,11 +112,21 @@ impl Processor {
         Ok(answer)
     }
 
-    /// Expires overdue letters now; answers how many.
+    /// Expires overdue letters now; answers how many. Runs in steps of at most
+    /// [`SWEEP_LETTERS_PER_STEP`] letters until none is left.
     pub async fn sweep(&self, now: DateTime<Utc>) -> Result<usize, ApiError> {
-        let (reply, answer) = oneshot::channel();
-        self.enqueue(Job::Sweep { now, reply })?;
-        answer.await.map_err(|_| ApiError::internal("processor", "stopped"))?
+        let mut expired = 0;
+        loop {
+            let (reply, answer) = oneshot::channel();
+            self.enqueue(Job::Sweep { now, reply })?;
+            let step = answer.await.map_err(|_| ApiError::internal("processor", "stopped"))??;
+            expired += step.expired;
+            // A step that expired nothing would find the same letters again (their commands
+            // failed: logged): stop rather than loop.
+            if !step.more || step.expired == 0 {
+                return Ok(expired);
+            }
+        }
     }
 
     fn enqueue(&self, job: Job) -> Result<(), ApiError> {
@@ -127,8 +152,12 @@ struct State {
 /// ones, in that same order.
 enum Outcome {
     Submitted(oneshot::Sender<Result<Written, ApiError>>),
-    /// How many appends the sweep made.
-    Sweep(usize, oneshot::Sender<Result<usize, ApiError>>),
+    /// How many appends the sweep's step made, and whether letters were left for the next.
+    Sweep {
+        submitted: usize,
+        more: bool,
+        reply: oneshot::Sender<Result<SweepStep, ApiError>>,
+    },
     /// Same key and body as an earlier write of this batch: answered with its result.
     FollowerOf(usize, oneshot::Sender<Result<Written, ApiError>>),
 }
@@ -219,7 +248,9 @@ impl State {
                 }
                 Job::Sweep { now, reply } => {
                     let mut submitted = 0;
-                    for events in expire_overdue_letters(&self.world, now) {
+                    let due = expire_overdue_letters(&self.world, now);
+                    let more = due.len() > SWEEP_LETTERS_PER_STEP;
+                    for events in due.into_iter().take(SWEEP_LETTERS_PER_STEP) {
                         match self.decided(SYSTEM_ACTOR, &events, None, &mut next_position, &mut pending) {
                             Ok(append) => {
                                 submitted += 1;
@@ -228,7 +259,7 @@ impl State {
                             Err(error) => tracing::error!("sweep: {}", error.message),
                         }
                     }
-                    outcomes.push(Outcome::Sweep(submitted, reply));
+                    outcomes.push(Outcome::Sweep { submitted, more, reply });
                 }
             }
         }
@@ -317,7 +348,7 @@ impl State {
                     results.push(None);
                     answers.push(Answer::Follower(reply, index));
                 }
-                Outcome::Sweep(submitted, reply) => {
+                Outcome::Sweep { submitted, more, reply } => {
                     let mut expired = 0;
                     let mut error = None;
                     for _ in 0..submitted {
@@ -328,7 +359,7 @@ impl State {
                     }
                     failed |= error.is_some();
                     results.push(None);
-                    answers.push(Answer::Sweep(reply, error.map_or(Ok(expired), Err)));
+                    answers.push(Answer::Sweep(reply, error.map_or(Ok(SweepStep { expired, more }), Err)));
                 }
             }
         }
@@ -375,7 +406,7 @@ impl State {
 enum Answer {
     Write(oneshot::Sender<Result<Written, ApiError>>, usize),
     Follower(oneshot::Sender<Result<Written, ApiError>>, usize),
-    Sweep(oneshot::Sender<Result<usize, ApiError>>, Result<usize, ApiError>),
+    Sweep(oneshot::Sender<Result<SweepStep, ApiError>>, Result<SweepStep, ApiError>),
 }
 
 /// A member's stream for a refold: what is durable, plus this batch's events not yet written.
