@@ -298,20 +298,39 @@ pub async fn submit(
     principal: Principal,
     prepared: Prepared,
     idempotency: Option<flowbook_store::IdempotencyKey>,
-) -> Result<Value, ApiError> {
+) -> Result<WriteAnswer, ApiError> {
     let created = prepared.created;
     let (command, expected_version) = prepared.expected()?;
     let written: Written = state
         .processor
         .write(|reply| Write { principal, command, expected_version, idempotency, reply })
         .await?;
-    let mut answer = json!({ "events": written.events });
-    if let Some((field, id)) = created {
-        // A replay answers with the id the first request created.
-        let id = if written.replayed { created_id(&written.events, field).unwrap_or(id) } else { id };
-        answer[field] = json!(id);
+    // A replay answers with the id the first request created.
+    let created = created.map(|(field, id)| {
+        (field, if written.replayed { created_id(&written.events, field).unwrap_or(id) } else { id })
+    });
+    Ok(WriteAnswer { events: written.events, created })
+}
+
+/// A write's answer, `{"events": [...], "<id field>": id}` with the id of what it created,
+/// serialised straight from the envelopes: built as a `serde_json::Value` first, every event's
+/// `data` was parsed into a tree and written out again (~10 % of the HTTP workers' time under 64
+/// writing clients).
+pub struct WriteAnswer {
+    events: Vec<flowbook_store::Envelope>,
+    created: Option<(&'static str, Uuid)>,
+}
+
+impl serde::Serialize for WriteAnswer {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(1 + usize::from(self.created.is_some())))?;
+        map.serialize_entry("events", &self.events)?;
+        if let Some((field, id)) = &self.created {
+            map.serialize_entry(field, id)?;
+        }
+        map.end()
     }
-    Ok(answer)
 }
 
 fn created_id(events: &[flowbook_store::Envelope], field: &str) -> Option<Uuid> {
