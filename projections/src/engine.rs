@@ -205,7 +205,11 @@ pub struct Projections {
     /// the write model's numbers.
     pub(crate) branch_numbers: Dense<BranchId>,
     pub(crate) external_names: Dense<Box<str>>,
-    pub(crate) branches: HashMap<BranchId, BranchFacts>,
+    /// The branches looked up last: a moving event names the same one or two branches several
+    /// times over (its counts, its interval, its flow), each a probe of a 20,000-entry table.
+    recent_branches: [Option<(BranchId, BranchNo)>; 2],
+    /// By branch number; `None` for a branch named but never established.
+    pub(crate) branches: Vec<Option<BranchFacts>>,
     /// Every membership interval, by branch number.
     pub(crate) intervals: Vec<Vec<Interval>>,
     /// By member number.
@@ -278,19 +282,16 @@ impl Projections {
                     EventData::BranchEstablished { region, .. } => {
                         let number = self.branch_number(branch);
                         self.daily_flows.regions.assign(number, region);
-                        self.branches.insert(
-                            branch,
-                            BranchFacts {
-                                established: fact,
-                                dissolved: None,
-                                home_count: 0,
-                                full_count: 0,
-                                visitors: SortedSet::default(),
-                            },
-                        );
+                        self.branches[number.index()] = Some(BranchFacts {
+                            established: fact,
+                            dissolved: None,
+                            home_count: 0,
+                            full_count: 0,
+                            visitors: SortedSet::default(),
+                        });
                     }
                     EventData::BranchDissolved { .. } => {
-                        if let Some(facts) = self.branches.get_mut(&branch) {
+                        if let Some(facts) = self.branch_facts_mut(branch) {
                             facts.dissolved = Some(fact);
                         }
                     }
@@ -328,9 +329,7 @@ impl Projections {
                                 (Relation::Home, after.home.map(|(branch, _)| branch)),
                                 (Relation::Visiting, after.visit.map(|(branch, _)| branch)),
                             ]
-                            .map(|(relation, branch)| {
-                                (relation, branch.and_then(|b| self.branch_numbers.get(&b)).map(BranchNo))
-                            });
+                            .map(|(relation, branch)| (relation, branch.and_then(|b| self.known_branch(b))));
                             self.undo(number, *position, effective_at, event.recorded_at, restored);
                         }
                     }
@@ -361,13 +360,41 @@ impl Projections {
         MemberNo(number)
     }
 
-    /// The branch's number, numbering it (with no intervals) if it is new.
+    /// The branch's number, numbering it (with no intervals and no facts) if it is new.
     pub(crate) fn branch_number(&mut self, branch: BranchId) -> BranchNo {
+        if let Some(number) = self.recent_branch(branch) {
+            return number;
+        }
         let (number, new) = self.branch_numbers.number(&branch);
         if new {
             self.intervals.push(Vec::new());
+            self.branches.push(None);
         }
-        BranchNo(number)
+        self.remember_branch(branch, BranchNo(number))
+    }
+
+    /// The branch's number if it has one (numbering nothing).
+    fn known_branch(&mut self, branch: BranchId) -> Option<BranchNo> {
+        if let Some(number) = self.recent_branch(branch) {
+            return Some(number);
+        }
+        let number = BranchNo(self.branch_numbers.get(&branch)?);
+        Some(self.remember_branch(branch, number))
+    }
+
+    fn recent_branch(&self, branch: BranchId) -> Option<BranchNo> {
+        self.recent_branches.iter().flatten().find(|(id, _)| *id == branch).map(|(_, number)| *number)
+    }
+
+    fn remember_branch(&mut self, branch: BranchId, number: BranchNo) -> BranchNo {
+        self.recent_branches = [Some((branch, number)), self.recent_branches[0]];
+        number
+    }
+
+    /// An established branch's facts.
+    fn branch_facts_mut(&mut self, branch: BranchId) -> Option<&mut BranchFacts> {
+        let number = self.known_branch(branch)?;
+        self.branches[number.index()].as_mut()
     }
 
     /// Where a letter or transfer goes, numbered.
@@ -390,13 +417,13 @@ impl Projections {
         let home = |s: &Snapshot| s.home.map(|(branch, _)| (branch, s.full));
         if home(before) != home(after) {
             if let Some((branch, full)) = home(before) {
-                if let Some(facts) = self.branches.get_mut(&branch) {
+                if let Some(facts) = self.branch_facts_mut(branch) {
                     facts.home_count -= 1;
                     facts.full_count -= usize::from(full);
                 }
             }
             if let Some((branch, full)) = home(after) {
-                if let Some(facts) = self.branches.get_mut(&branch) {
+                if let Some(facts) = self.branch_facts_mut(branch) {
                     facts.home_count += 1;
                     facts.full_count += usize::from(full);
                 }
@@ -404,10 +431,10 @@ impl Projections {
         }
         let visiting = |s: &Snapshot| s.visit.map(|(branch, _)| branch);
         if visiting(before) != visiting(after) {
-            if let Some(facts) = visiting(before).and_then(|branch| self.branches.get_mut(&branch)) {
+            if let Some(facts) = visiting(before).and_then(|branch| self.branch_facts_mut(branch)) {
                 facts.visitors.remove(&number);
             }
-            if let Some(facts) = visiting(after).and_then(|branch| self.branches.get_mut(&branch)) {
+            if let Some(facts) = visiting(after).and_then(|branch| self.branch_facts_mut(branch)) {
                 facts.visitors.insert(number);
             }
         }

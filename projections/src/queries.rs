@@ -187,6 +187,12 @@ pub struct MemberSummary {
 pub const SEARCH_RESULTS_MAX: usize = 100;
 
 impl Projections {
+    /// An established branch's facts.
+    fn branch_facts(&self, id: BranchId) -> Option<&crate::engine::BranchFacts> {
+        let number = self.branch_numbers.get(&id)?;
+        self.branches.get(number as usize)?.as_ref()
+    }
+
     /// A member's name: the write model's, or the one kept when the creation was retracted.
     fn member_name(&self, member: MemberNo) -> &str {
         match self.world.member_by_number(member.0) {
@@ -254,7 +260,7 @@ impl Projections {
 
     pub fn branch(&self, id: BranchId) -> Option<BranchRow> {
         let branch = self.world.branch(id)?;
-        let facts = self.branches.get(&id)?;
+        let facts = self.branch_facts(id)?;
         let dissolved = branch.is_dissolved();
         // Visitors of a dissolved inflow branch stay mobile but are no longer reported there.
         let visiting_count = if dissolved { 0 } else { facts.visitors.len() };
@@ -278,7 +284,7 @@ impl Projections {
             return self.roster_from_facts(id, at);
         }
         let branch = self.world.branch(id)?;
-        let facts = self.branches.get(&id)?;
+        let facts = self.branch_facts(id)?;
         let mut entries: Vec<RosterEntry> = self
             .world
             .home_members(id)
@@ -301,7 +307,7 @@ impl Projections {
     /// The roster computed from the bitemporal facts, whatever `at` is. `roster` uses it for
     /// every past view; tests check that it agrees with the current-state path at the latest.
     pub fn roster_from_facts(&self, id: BranchId, at: &At) -> Option<Vec<RosterEntry>> {
-        let facts = self.branches.get(&id)?;
+        let facts = self.branch_facts(id)?;
         if !facts.established.holds(at) {
             return Some(Vec::new());
         }
