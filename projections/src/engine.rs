@@ -9,8 +9,9 @@
 //!   and pocket records) are never removed: each carries its event's effective and recorded times
 //!   and, once retracted, the retraction's recorded time. As-of queries filter them; nothing is
 //!   replayed. Only a member's latest live event can be retracted, so the facts a retraction marks
-//!   are the member's latest: found by the event's position among the member's own intervals and
-//!   statuses, and by the event's effective time among the flow and pocket records.
+//!   are the member's latest: its open intervals (those it started), its latest intervals in the
+//!   branches the refolded member is back in (those it ended), its statuses by the event's
+//!   position, and its flow and pocket records by the event's effective time and position.
 
 use std::collections::BTreeMap;
 
