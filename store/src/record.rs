@@ -529,7 +529,11 @@ impl Record<'_> {
     /// The served envelope; checks that the record is where it claims to be.
     pub fn envelope(&self) -> Result<Envelope> {
         let corrupt = |detail: String| StoreError::Corrupt { position: self.position, detail };
-        let owned: CanonicalOwned = serde_json::from_slice(self.canonical)
+        // Checked as UTF-8 once, whole, and parsed as text: from bytes, serde_json checks each
+        // string and key on its own (see `flowbook_projections::codec`, where that was measured).
+        let text = std::str::from_utf8(self.canonical)
+            .map_err(|error| corrupt(format!("envelope is not UTF-8: {error}")))?;
+        let owned: CanonicalOwned = serde_json::from_str(text)
             .map_err(|error| corrupt(format!("envelope does not parse: {error}")))?;
         if owned.position != self.position {
             return Err(corrupt(format!("record claims position {}", owned.position)));
@@ -788,5 +792,26 @@ mod tests {
             assert!(matches!(Chunk::decode(first, &value[..cut]), Err(StoreError::Corrupt { .. })));
         }
         assert!(matches!(Chunk::decode(8, &value), Err(StoreError::Corrupt { position: 8, .. })));
+    }
+
+    /// Canonical bytes that are not UTF-8 (or not an envelope) are damage at their position.
+    #[test]
+    fn an_envelope_that_is_not_text_is_damage() {
+        let (first, value) = chunks(1).remove(0);
+        let chunk = Chunk::decode(first, &value).unwrap();
+        let record = chunk.record(7).unwrap();
+        assert_eq!(record.envelope().unwrap().position, 7);
+        let mut bytes = record.canonical.to_vec();
+        let quote = bytes.iter().rposition(|b| *b == b'"').unwrap();
+        bytes[quote - 1] = 0xff;
+        let damaged = Record { canonical: &bytes, ..record };
+        match damaged.envelope() {
+            Err(StoreError::Corrupt { position: 7, detail }) => {
+                assert!(detail.contains("not UTF-8"), "{detail}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let not_json = Record { canonical: b"{\"position\":7", ..record };
+        assert!(matches!(not_json.envelope(), Err(StoreError::Corrupt { position: 7, .. })));
     }
 }
