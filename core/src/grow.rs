@@ -9,10 +9,21 @@
 /// Pushes onto a long list (a day's flow records, a branch's intervals, every member), growing it
 /// by a quarter rather than doubling.
 pub fn push_gently<T>(list: &mut Vec<T>, item: T) {
+    reserve_gently(list);
+    list.push(item);
+}
+
+/// Inserts into a long list at `index`, growing it as `push_gently` does.
+pub fn insert_gently<T>(list: &mut Vec<T>, index: usize, item: T) {
+    reserve_gently(list);
+    list.insert(index, item);
+}
+
+/// Room for one more, by a quarter of the list when it is full.
+fn reserve_gently<T>(list: &mut Vec<T>) {
     if list.len() == list.capacity() {
         list.reserve_exact((list.len() / 4).max(8));
     }
-    list.push(item);
 }
 
 /// Pushes onto a table of a row per member or letter (see the module docs: it doubles).

@@ -8,7 +8,7 @@
 //! 4 KiB for one of a thousand, which is still cheaper than the misses it replaces. Most inserts
 //! are at the end (new members get the next number).
 
-use crate::grow::push_gently;
+use crate::grow::{insert_gently, push_gently};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SortedSet<T> {
@@ -32,10 +32,7 @@ impl<T: Ord + Copy> SortedSet<T> {
         match self.items.binary_search(&item) {
             Ok(_) => false,
             Err(at) => {
-                if self.items.len() == self.items.capacity() {
-                    self.items.reserve_exact((self.items.len() / 4).max(8));
-                }
-                self.items.insert(at, item);
+                insert_gently(&mut self.items, at, item);
                 true
             }
         }

@@ -42,18 +42,23 @@ fn main() {
     assert!(!streams.is_empty(), "no member streams in the middle of the log");
     let mut events = vec![0; stores.len()];
     let mut millis: Vec<Vec<f64>> = vec![Vec::new(); stores.len()];
+    // The first log's stream lengths, in the order of `millis[0]`.
+    let mut lengths: Vec<usize> = Vec::new();
     for stream in &streams {
         for (n, store) in stores.iter().enumerate() {
             let started = std::time::Instant::now();
-            events[n] += store.read_stream(stream, 1, 1_000).expect("read a stream").len();
+            let read = store.read_stream(stream, 1, 1_000).expect("read a stream").len();
             millis[n].push(started.elapsed().as_secs_f64() * 1e3);
+            events[n] += read;
+            if n == 0 {
+                lengths.push(read);
+            }
         }
     }
     if std::env::var_os("PROBE_LENGTHS").is_some() {
         let mut by_len: std::collections::BTreeMap<usize, Vec<f64>> = Default::default();
-        for (stream, ms) in streams.iter().zip(&millis[0]) {
-            let len = stores[0].read_stream(stream, 1, 1_000).unwrap().len();
-            by_len.entry(len).or_default().push(*ms);
+        for (len, ms) in lengths.iter().zip(&millis[0]) {
+            by_len.entry(*len).or_default().push(*ms);
         }
         for (len, ms) in by_len {
             let mean = ms.iter().sum::<f64>() / ms.len() as f64;
