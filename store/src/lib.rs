@@ -12,12 +12,16 @@
 //!   its chain hash, its stream's previous position and the canonical envelope JSON (the exact
 //!   bytes the hash covers);
 //! - `i` + idempotency key → request fingerprint and the positions it appended;
-//! - `c` → the commit mark: where the last whole commit ends.
+//! - `c` → the commit mark: where the last whole commit ends;
+//! - `k` → the idempotency keys of the last commit that wrote any, and where that commit ends.
 //!
-//! A commit's chunks are inserted as they are sealed; its idempotency entries and the new commit
-//! mark follow in one `Tree::apply_batch` (atomic). sled recovers a prefix of what it was given,
-//! so after a crash anything past the mark is a commit that never finished — never acknowledged —
-//! and opening removes it: a commit is whole or absent.
+//! A commit's chunks are inserted as they are sealed; the list of its keys, its idempotency
+//! entries and the new commit mark follow, the mark last, each a plain insert from the one
+//! sealing thread. sled recovers a prefix of what it was given, so after a crash anything past the
+//! mark is a commit that never finished — never acknowledged — and opening removes it (its chunks
+//! by position, its entries through `k`): a commit is whole or absent. (Not one `apply_batch`:
+//! sled writes and syncs its I/O buffer before and after each batch's manifest, three device
+//! waits a commit instead of one — see `seal.rs`.)
 //!
 //! # Durability: what "acknowledged" rests on
 //!

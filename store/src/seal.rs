@@ -1,8 +1,13 @@
 //! The write path's middle stage: compresses, frames and inserts each chunk the writer hands over
-//! while the writer stamps the next, then ends the commit with one sled batch — its idempotency
-//! entries and the commit mark (see `keys::COMMIT_MARK`). sled recovers a prefix of what it was
-//! given, so after a crash a commit is whole (the mark covers it) or past the mark, where opening
-//! removes it: never half there (see `writer.rs` for the whole path).
+//! while the writer stamps the next, then ends the commit: the list of its idempotency keys
+//! (`keys::COMMIT_KEYS`), their entries, and the commit mark (`keys::COMMIT_MARK`) last, each a
+//! plain insert. sled recovers a prefix of what it was given, so after a crash a commit is whole
+//! (the mark covers it) or past the mark, where opening removes its chunks and entries: never half
+//! there (see `writer.rs` for the whole path).
+//!
+//! Not one `sled::Batch`, as until the eighth session: sled 0.34 seals its I/O buffer before and
+//! after every batch's manifest, so each commit cost three buffer writes, each followed by its own
+//! `sync_file_range` wait, instead of one (BENCHMARKS.md, issue 5, eighth session).
 
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
@@ -52,22 +57,30 @@ impl Sealer {
         }
     }
 
-    /// Ends a commit whose chunks are in: its idempotency entries and the commit mark, in one
-    /// batch — unless the log is poisoned, when the commit stays unfinished (a commit staged after
-    /// one that failed must not count).
+    /// Ends a commit whose chunks are in: the list of its idempotency keys, their entries, and
+    /// the commit mark, in that order — unless the log is poisoned, when the commit stays
+    /// unfinished (a commit staged after one that failed must not count).
     fn end(&self, flight: &mut Flight) -> crate::Result<()> {
         if let Some(reason) = poison_reason(&self.poison) {
             return Err(StoreError::Poisoned(reason));
         }
-        let mut commit = sled::Batch::default();
-        for (key, seen) in flight.idempotency.drain(..) {
-            commit.insert(key, &seen[..]);
-        }
-        commit.insert(keys::COMMIT_MARK, &flight.last_position.to_be_bytes());
-        let applied = self.shared.tree.apply_batch(commit).map_err(StoreError::from);
+        let applied = self.write_end(flight);
         if let Err(error) = &applied {
             set_poison(&self.poison, error.to_string());
         }
         applied
+    }
+
+    fn write_end(&self, flight: &mut Flight) -> crate::Result<()> {
+        let tree = &self.shared.tree;
+        if !flight.idempotency.is_empty() {
+            let entry_keys = flight.idempotency.iter().map(|(key, _)| key.as_slice());
+            tree.insert(keys::COMMIT_KEYS, keys::commit_keys_value(flight.last_position, entry_keys))?;
+            for (key, seen) in flight.idempotency.drain(..) {
+                tree.insert(key, &seen[..])?;
+            }
+        }
+        tree.insert(keys::COMMIT_MARK, &flight.last_position.to_be_bytes())?;
+        Ok(())
     }
 }

@@ -537,11 +537,11 @@ fn last_chunk_position(tree: &sled::Tree) -> u64 {
     }
 }
 
-/// Makes the log end where its last whole commit ends: removes the chunks of a commit that was
-/// being written when the process stopped (past the commit mark; never acknowledged), and gives a
-/// log without a mark — new, or written before marks — one at its last record (such logs were
-/// written a commit to a batch, whole). Chunks inserted by later commits land after the removal
-/// in sled's log, so one flush makes both durable.
+/// Makes the log end where its last whole commit ends: removes the chunks and idempotency
+/// entries of a commit that was being written when the process stopped (past the commit mark;
+/// never acknowledged), and gives a log without a mark — new, or written before marks — one at its
+/// last record (such logs were written a commit to a batch, whole). Chunks inserted by later
+/// commits land after the removal in sled's log, so one flush makes both durable.
 ///
 /// Answers damage found (appends are then refused; reads still work).
 fn settle_commit_mark(tree: &sled::Tree) -> Result<Option<String>> {
@@ -552,15 +552,22 @@ fn settle_commit_mark(tree: &sled::Tree) -> Result<Option<String>> {
             let Ok(mark) = <[u8; 8]>::try_from(mark.as_ref()).map(u64::from_be_bytes) else {
                 return Ok(Some("the commit mark is damaged".into()));
             };
+            let mut removal: Vec<sled::IVec> = Vec::new();
+            if let Some(damage) = unfinished_entries(tree, mark, &mut removal)? {
+                return Ok(Some(damage));
+            }
             if last > mark {
                 let unfinished = keys::event_key(mark + 1)..=keys::event_key(u64::MAX);
-                let mut removal = sled::Batch::default();
                 for entry in tree.range(unfinished) {
-                    removal.remove(entry?.0);
+                    removal.push(entry?.0);
                 }
-                tree.apply_batch(removal)?;
             } else if last > 0 && end_of_last() != Some(mark) {
                 return Ok(Some(format!("the commit mark says position {mark}, the log ends elsewhere")));
+            }
+            if !removal.is_empty() {
+                let mut batch = sled::Batch::default();
+                removal.into_iter().for_each(|key| batch.remove(key));
+                tree.apply_batch(batch)?;
             }
         }
         None => {
@@ -571,6 +578,32 @@ fn settle_commit_mark(tree: &sled::Tree) -> Result<Option<String>> {
             }
         }
     }
+    Ok(None)
+}
+
+/// Adds to `removal` the idempotency entries of a commit past the mark (and the list naming
+/// them), found through [`keys::COMMIT_KEYS`]; answers damage found.
+fn unfinished_entries(tree: &sled::Tree, mark: u64, removal: &mut Vec<sled::IVec>) -> Result<Option<String>> {
+    let Some(value) = tree.get(keys::COMMIT_KEYS)? else {
+        return Ok(None);
+    };
+    let Some((end, entry_keys)) = keys::parse_commit_keys(&value) else {
+        return Ok(Some("the list of the last commit's idempotency keys is damaged".into()));
+    };
+    if end <= mark {
+        return Ok(None); // a finished commit's: its entries stand
+    }
+    for key in entry_keys {
+        // Only the unfinished commit's own entries: a key already answered by an earlier commit
+        // is a replay and never written again, but a damaged log must not lose it either.
+        let entry = tree.get(key)?.map(|bytes| crate::writer::SeenKey::decode(&bytes)).transpose();
+        match entry {
+            Ok(Some(seen)) if seen.first_position > mark => removal.push(key.into()),
+            Ok(_) => {}
+            Err(_) => return Ok(Some("an idempotency entry of the last commit is damaged".into())),
+        }
+    }
+    removal.push(keys::COMMIT_KEYS.into());
     Ok(None)
 }
 

@@ -94,7 +94,7 @@ impl SeenKey {
         out
     }
 
-    fn decode(bytes: &[u8]) -> Result<SeenKey> {
+    pub(crate) fn decode(bytes: &[u8]) -> Result<SeenKey> {
         if bytes.len() != SEEN_KEY_BYTES {
             return Err(StoreError::Corrupt { position: 0, detail: "idempotency entry is damaged".into() });
         }

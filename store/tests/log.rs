@@ -290,6 +290,45 @@ fn an_unfinished_commit_is_gone_after_a_restart() {
     assert!(report.ok && report.checked == 21, "{report:?}");
 }
 
+/// A commit's idempotency entries are inserted after its chunks and before its mark; a crash in
+/// between leaves entries naming positions the log does not keep. Opening forgets them, so a
+/// retry of that request appends (it was never acknowledged) instead of "replaying" whatever the
+/// next commit puts at those positions — while a finished commit's key still replays.
+#[test]
+fn an_unfinished_commits_idempotency_keys_are_forgotten_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let keyed = |key: &str, events: Vec<NewEvent>| AppendRequest {
+        events,
+        idempotency: Some(IdempotencyKey { key: key.into(), fingerprint: [3; 32] }),
+        ..Default::default()
+    };
+    let finished = {
+        let store = open(dir.path());
+        let finished = store.append(keyed("alice/first", vec![event("m", 1), event("m", 2)])).unwrap();
+        store.append(keyed("alice/torn", vec![event("m", 3), event("m", 4)])).unwrap();
+        finished.events().to_vec()
+    };
+    unfinish_commits_after(dir.path(), 2).unwrap();
+
+    let store = open(dir.path());
+    assert_eq!(store.head(), 2);
+    let torn = IdempotencyKey { key: "alice/torn".into(), fingerprint: [3; 32] };
+    assert_eq!(store.idempotent_result(&torn).unwrap(), None, "the unfinished commit's key is gone");
+    let first = IdempotencyKey { key: "alice/first".into(), fingerprint: [3; 32] };
+    assert_eq!(store.idempotent_result(&first).unwrap(), Some(finished.clone()));
+    // Another request takes positions 3-4; the retry of the torn one is written after it.
+    append(&store, vec![event("other", 5), event("other", 6)]);
+    let retried = store.append(keyed("alice/torn", vec![event("m", 3), event("m", 4)])).unwrap();
+    let Appended::Written(retried) = retried else { panic!("the retry must append, got {retried:?}") };
+    assert_eq!(retried.iter().map(|e| e.position).collect::<Vec<_>>(), vec![5, 6]);
+    drop(store);
+
+    let store = open(dir.path());
+    assert_eq!(store.idempotent_result(&torn).unwrap(), Some(retried));
+    assert_eq!(store.idempotent_result(&first).unwrap(), Some(finished));
+    assert!(store.verify().unwrap().ok);
+}
+
 #[test]
 fn a_restart_keeps_everything_and_continues_the_chain() {
     let dir = tempfile::tempdir().unwrap();

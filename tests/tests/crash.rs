@@ -1,7 +1,9 @@
 //! Crash test: a child process appends concurrently and reports every acknowledged event; it is
 //! SIGKILLed at a random moment; after reopening, every acknowledged event must be there and
-//! byte-identical, positions must be a gapless prefix, and the hash chain must verify. Rounds
-//! reuse the same directory, so recovery after a crash is itself crashed into.
+//! byte-identical, positions must be a gapless prefix, and the hash chain must verify; every
+//! acknowledged append's idempotency key must replay exactly its events, and a key of an append
+//! cut short must name nothing or its own events. Rounds reuse the same directory, so recovery
+//! after a crash is itself crashed into.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -9,6 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use flowbook_store::{Store, StoreOptions};
+use flowbook_tests::crash_key;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -17,10 +20,14 @@ const THREADS: &str = "8";
 
 struct Ack {
     hash: String,
+    round: usize,
     thread: u64,
     seq: u64,
     index: u64,
 }
+
+/// Appends of the round past each thread's last acknowledged one whose keys are asked for.
+const UNACKED_SEQS_CHECKED: u64 = 64;
 
 #[test]
 fn every_acknowledged_event_survives_sigkill() {
@@ -37,6 +44,7 @@ fn every_acknowledged_event_survives_sigkill() {
         let mut child = Command::new(env!("CARGO_BIN_EXE_crash_child"))
             .arg(dir.path())
             .arg(THREADS)
+            .arg(round.to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -72,7 +80,7 @@ fn every_acknowledged_event_survives_sigkill() {
             else {
                 continue;
             };
-            acked.insert(position, Ack { hash: parts[2].into(), thread, seq, index });
+            acked.insert(position, Ack { hash: parts[2].into(), round, thread, seq, index });
             round_acks += 1;
         }
 
@@ -101,6 +109,7 @@ fn every_acknowledged_event_survives_sigkill() {
             let expected = format!(r#"{{"thread":{},"seq":{},"index":{}}}"#, ack.thread, ack.seq, ack.index);
             assert_eq!(event.data.get(), expected, "round {round}: position {position} changed");
         }
+        check_idempotency_keys(&store, &acked, round);
         total_lost_unacked += head - acked.keys().copied().max().unwrap_or(0).min(head);
         println!(
             "round {round}: killed after {:?}, {round_acks} acks, log head {head}, all {} acks present",
@@ -110,4 +119,45 @@ fn every_acknowledged_event_survives_sigkill() {
     }
     assert!(acked.len() > ROUNDS, "the child acknowledged too little to prove anything");
     println!("{} acknowledged events checked over {ROUNDS} crashes ({total_lost_unacked} stored past the last ack)", acked.len());
+}
+
+/// Every acknowledged append's key replays exactly its acknowledged positions; the keys of this
+/// round's appends past the last acknowledgement name nothing, or the append's own events (it may
+/// have been written whole and not yet answered) — never positions the log lost or reused.
+fn check_idempotency_keys(store: &Store, acked: &HashMap<u64, Ack>, round: usize) {
+    let mut appends: HashMap<(usize, u64, u64), Vec<u64>> = HashMap::new();
+    for (position, ack) in acked {
+        appends.entry((ack.round, ack.thread, ack.seq)).or_default().push(*position);
+    }
+    for ((of_round, thread, seq), positions) in &mut appends {
+        positions.sort_unstable();
+        let replayed = store
+            .idempotent_result(&crash_key(*of_round, *thread as usize, *seq))
+            .unwrap_or_else(|e| panic!("round {round}: key of {of_round}/{thread}/{seq}: {e}"))
+            .unwrap_or_else(|| panic!("round {round}: acknowledged key {of_round}/{thread}/{seq} lost"));
+        let replayed_positions: Vec<u64> = replayed.iter().map(|event| event.position).collect();
+        // A line cut by the kill may hide the last events of an append: a prefix must match.
+        assert!(
+            replayed_positions.starts_with(positions),
+            "round {round}: key {of_round}/{thread}/{seq} replays {replayed_positions:?}, acknowledged {positions:?}"
+        );
+    }
+    let threads: u64 = THREADS.parse().unwrap();
+    for thread in 0..threads {
+        let last_acked = appends.keys().filter(|(r, t, _)| *r == round && *t == thread).map(|k| k.2).max();
+        let from = last_acked.map_or(0, |seq| seq + 1);
+        for seq in from..from + UNACKED_SEQS_CHECKED {
+            let answer = store
+                .idempotent_result(&crash_key(round, thread as usize, seq))
+                .unwrap_or_else(|e| panic!("round {round}: unacknowledged key {thread}/{seq}: {e}"));
+            for (index, event) in answer.iter().flatten().enumerate() {
+                let expected = format!(r#"{{"thread":{thread},"seq":{seq},"index":{index}}}"#);
+                assert_eq!(
+                    event.data.get(),
+                    expected,
+                    "round {round}: key {thread}/{seq} names another append"
+                );
+            }
+        }
+    }
 }

@@ -1,19 +1,25 @@
 //! The victim of the crash test: appends from several threads as fast as it can and prints one
 //! line per acknowledged event (`ack <position> <hash> <thread> <seq> <index>`) until it is killed.
-//! Usage: crash_child DIR THREADS
+//! Every append carries an idempotency key (`flowbook_tests::crash_key`).
+//! Usage: crash_child DIR THREADS ROUND
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
 use flowbook_store::{AppendRequest, NewEvent, Store, StoreOptions};
+use flowbook_tests::crash_key;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let (Some(dir), Some(threads)) = (args.next(), args.next().and_then(|t| t.parse::<usize>().ok())) else {
-        eprintln!("usage: crash_child DIR THREADS");
+    let (Some(dir), Some(threads), Some(round)) = (
+        args.next(),
+        args.next().and_then(|t| t.parse::<usize>().ok()),
+        args.next().and_then(|r| r.parse::<usize>().ok()),
+    ) else {
+        eprintln!("usage: crash_child DIR THREADS ROUND");
         std::process::exit(2);
     };
     let store = match Store::open(&dir, StoreOptions::default()) {
@@ -45,7 +51,12 @@ fn main() {
                             .unwrap(),
                         })
                         .collect();
-                    let appended = match store.append(AppendRequest { events, ..Default::default() }) {
+                    let request = AppendRequest {
+                        events,
+                        idempotency: Some(crash_key(round, thread, seq)),
+                        ..Default::default()
+                    };
+                    let appended = match store.append(request) {
                         Ok(appended) => appended,
                         Err(error) => {
                             eprintln!("crash_child: append failed: {error}");
