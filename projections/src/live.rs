@@ -63,7 +63,12 @@ impl Live {
     /// answering, and every acknowledged write is visible to the next query.
     pub fn catch_up(&self) -> Result<u64, LiveError> {
         let mut projections = self.projections.write().expect("projections lock");
-        apply_until(&self.store, &mut projections, self.store.head(), &mut |_, _| {})?;
+        let head = self.store.head();
+        if head.saturating_sub(projections.position()) <= INLINE_CATCH_UP_EVENTS_MAX {
+            apply_inline(&self.store, &mut projections, head)?;
+        } else {
+            apply_until(&self.store, &mut projections, head, &mut |_, _| {})?;
+        }
         Ok(projections.position())
     }
 
@@ -118,6 +123,11 @@ pub fn rebuild(
 
 /// Batches of decoded events in flight between the decoding thread and the applying one.
 const DECODED_BATCHES_IN_FLIGHT: usize = 4;
+
+/// Catch-ups of at most this many events are decoded and applied on the calling thread: the
+/// server catches up after every batch of writes (a few dozen events), and starting a decoding
+/// thread for each cost more than decoding them (`apply_inline`).
+const INLINE_CATCH_UP_EVENTS_MAX: u64 = 4_096;
 
 /// An event as the decoding thread hands it over: with its member stream's number when the
 /// decoder numbers streams (see `apply_until`).
@@ -198,16 +208,7 @@ fn apply_until(
         for batch in receiver {
             let batch = batch?;
             for Decoded { event, member_number } in &batch {
-                let mut failure = None;
-                projections.apply_numbered(event, *member_number, |member| {
-                    member_events(store, member, event.position).unwrap_or_else(|error| {
-                        failure = Some(error);
-                        Vec::new()
-                    })
-                });
-                if let Some(error) = failure {
-                    return Err(error);
-                }
+                apply_one(store, projections, event, *member_number)?;
             }
             progress(projections.position(), until);
             // Full (the decoder is behind): this thread frees the page itself.
@@ -218,6 +219,51 @@ fn apply_until(
         }
         Ok(())
     })
+}
+
+/// [`apply_until`] for a few events: decoded and applied in turn on this thread.
+fn apply_inline(store: &Store, projections: &mut Projections, until: u64) -> Result<(), LiveError> {
+    if projections.position() >= until {
+        return Ok(());
+    }
+    let mut decoded = Vec::with_capacity((until - projections.position()) as usize);
+    let mut failure: Option<LiveError> = None;
+    let after = projections.position();
+    store
+        .scan(after, (until - after) as usize, |position, canonical| {
+            match codec::recorded_from_canonical(position, canonical) {
+                Ok(event) => {
+                    decoded.push(event);
+                    Ok(())
+                }
+                Err(error) => {
+                    failure = Some(error.into());
+                    Err(StoreError::InvalidAppend("stop"))
+                }
+            }
+        })
+        .map_err(|error| failure.take().unwrap_or_else(|| error.into()))?;
+    for event in &decoded {
+        apply_one(store, projections, event, None)?;
+    }
+    Ok(())
+}
+
+/// Applies one decoded event; a retraction reads its member's stream back from the log.
+fn apply_one(
+    store: &Store,
+    projections: &mut Projections,
+    event: &RecordedEvent,
+    member_number: Option<u32>,
+) -> Result<(), LiveError> {
+    let mut failure = None;
+    projections.apply_numbered(event, member_number, |member| {
+        member_events(store, member, event.position).unwrap_or_else(|error| {
+            failure = Some(error);
+            Vec::new()
+        })
+    });
+    failure.map_or(Ok(()), Err)
 }
 
 /// A member's events up to `until` (inclusive), typed.

@@ -318,9 +318,12 @@ impl Writer {
         let now =
             (self.clock)().duration_trunc(TimeDelta::microseconds(1)).unwrap_or_else(|_| (self.clock)());
         let recorded_at = now.max(self.head.last_recorded_at);
+        // Sized for every event at once: grown from empty, the map rehashed ~10 times a
+        // 1,000-event commit.
+        let events: usize = jobs.iter().map(|job| job.request.events.len()).sum();
         let mut pending = Pending {
             head: self.head.clone(),
-            stream_heads: HashMap::new(),
+            stream_heads: HashMap::with_capacity(events),
             keys: HashMap::new(),
             idempotency: Vec::new(),
             writes: 0,
