@@ -4,7 +4,7 @@
 //! the writer advances only after the flush and fsync of the commit that holds it.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 
@@ -110,7 +110,9 @@ pub(crate) struct Shared {
 /// queued appends are committed.
 pub struct Store {
     shared: Arc<Shared>,
-    sender: Option<mpsc::Sender<Job>>,
+    sender: Option<mpsc::Sender<Vec<Job>>>,
+    /// Appends queued for the writer and not yet taken (at most [`QUEUE_REQUESTS_MAX`]).
+    queued: Arc<AtomicUsize>,
     writer: Option<JoinHandle<()>>,
     path: PathBuf,
 }
@@ -156,12 +158,15 @@ impl Store {
             committed_head: AtomicU64::new(committed),
             head_watch,
         });
+        // Messages are groups of appends, at least one each: the count below bounds the appends.
         let (sender, receiver) = mpsc::channel(QUEUE_REQUESTS_MAX);
+        let queued = Arc::new(AtomicUsize::new(0));
         let writer = Writer::new(db, &path, Arc::clone(&shared), head, options.clock, damage)?;
+        let taken = Arc::clone(&queued);
         let writer = std::thread::Builder::new()
             .name("flowbook-log-writer".into())
-            .spawn(move || writer.run(receiver))?;
-        Ok(Store { shared, sender: Some(sender), writer: Some(writer), path })
+            .spawn(move || writer.run(receiver, taken))?;
+        Ok(Store { shared, sender: Some(sender), queued, writer: Some(writer), path })
     }
 
     pub fn path(&self) -> &Path {
@@ -192,14 +197,17 @@ impl Store {
         check_request(request)
     }
 
-    /// Queues several appends at once, in order, so that the writer finds them together: one
-    /// commit, one durable flush. Each is still atomic on its own and answered on its own. A
-    /// request refused here (by its checks, or a full queue) refuses every one after it too, so a
-    /// caller whose later requests build on earlier ones never has a later one written without the
-    /// earlier.
+    /// Queues several appends at once, in order, as one group that the writer takes whole: one
+    /// commit, one durable flush (a group of more than [`crate::limits::COMMIT_EVENTS_MAX`]
+    /// events is split over commits, in order). Each is still atomic on its own and answered on
+    /// its own. A request refused here (by its checks) refuses every one after it too, so a caller
+    /// whose later requests build on earlier ones never has a later one written without the
+    /// earlier; a queue without room for the whole group refuses all of it (`Busy`; a group of
+    /// more than [`QUEUE_REQUESTS_MAX`] never fits).
     pub fn submit_all(&self, requests: Vec<AppendRequest>) -> Vec<Result<Submitted>> {
         let mut refused: Option<StoreError> = None;
-        let mut answers = Vec::with_capacity(requests.len());
+        let total = requests.len();
+        let mut answers = Vec::with_capacity(total);
         // Rendered first, so that the queueing itself takes no longer than the writer needs to
         // wake up.
         let rendered: Vec<Result<(AppendRequest, record::Rendered)>> = requests
@@ -210,16 +218,33 @@ impl Store {
                 Ok((request, rendered))
             })
             .collect();
+        // The requests up to the first refused one go as one group: the writer takes them
+        // together, so they share a commit and a flush. Queued one by one, the writer — woken by
+        // the first, on the other core — often took the first few alone, and a batch of the
+        // server's writes cost two or three flushes in a row (BENCHMARKS.md, issue 5, eighth
+        // session).
+        let mut group = Vec::with_capacity(rendered.len());
+        let mut receivers = Vec::with_capacity(rendered.len());
         for request in rendered {
-            if let Some(error) = &refused {
-                answers.push(Err(error.clone()));
-                continue;
+            match request {
+                Ok((request, rendered)) if refused.is_none() => {
+                    let (reply, receiver) = oneshot::channel();
+                    group.push(Job { request, rendered, reply });
+                    receivers.push(receiver);
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    refused.get_or_insert(error);
+                }
             }
-            let queued = request.and_then(|(request, rendered)| self.queue(request, rendered));
-            if let Err(error) = &queued {
-                refused = Some(error.clone());
-            }
-            answers.push(queued.map(Submitted));
+        }
+        let accepted = receivers.len();
+        match self.queue(group) {
+            Ok(()) => answers.extend(receivers.into_iter().map(|receiver| Ok(Submitted(receiver)))),
+            Err(error) => answers.extend((0..accepted).map(|_| Err(error.clone()))),
+        }
+        while answers.len() < total {
+            answers.push(Err(refused.clone().expect("a request was refused")));
         }
         answers
     }
@@ -227,21 +252,30 @@ impl Store {
     fn enqueue(&self, request: AppendRequest) -> Result<oneshot::Receiver<Result<Appended>>> {
         check_request(&request)?;
         let rendered = record::Rendered::of(&request.events);
-        self.queue(request, rendered)
+        let (reply, receiver) = oneshot::channel();
+        self.queue(vec![Job { request, rendered, reply }])?;
+        Ok(receiver)
     }
 
-    fn queue(
-        &self,
-        request: AppendRequest,
-        rendered: record::Rendered,
-    ) -> Result<oneshot::Receiver<Result<Appended>>> {
-        let (reply, receiver) = oneshot::channel();
+    /// Queues a group of appends for the writer, all or none.
+    fn queue(&self, group: Vec<Job>) -> Result<()> {
+        if group.is_empty() {
+            return Ok(());
+        }
         let sender = self.sender.as_ref().ok_or(StoreError::Closed)?;
-        sender.try_send(Job { request, rendered, reply }).map_err(|error| match error {
-            mpsc::error::TrySendError::Full(_) => StoreError::Busy(QUEUE_REQUESTS_MAX),
-            mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
-        })?;
-        Ok(receiver)
+        let before = self.queued.fetch_add(group.len(), Ordering::AcqRel);
+        if before + group.len() > QUEUE_REQUESTS_MAX {
+            self.queued.fetch_sub(group.len(), Ordering::AcqRel);
+            return Err(StoreError::Busy(QUEUE_REQUESTS_MAX));
+        }
+        let count = group.len();
+        sender.try_send(group).map_err(|error| {
+            self.queued.fetch_sub(count, Ordering::AcqRel);
+            match error {
+                mpsc::error::TrySendError::Full(_) => StoreError::Busy(QUEUE_REQUESTS_MAX),
+                mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+            }
+        })
     }
 
     /// The position of the last durable event (0 for an empty log).

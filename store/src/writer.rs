@@ -22,7 +22,7 @@
 //! or not, is answered with an error.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 
@@ -232,7 +232,10 @@ impl Writer {
         })
     }
 
-    pub fn run(mut self, mut queue: mpsc::Receiver<Job>) {
+    /// Commits what is queued until the queue closes. `queued` counts the appends waiting in
+    /// `queue` (groups of one or more, see `Store::submit_all`); the writer takes its share off
+    /// as it takes each group.
+    pub fn run(mut self, mut queue: mpsc::Receiver<Vec<Job>>, queued: Arc<AtomicUsize>) {
         let (sealer, syncer) = self.stages.take().expect("the stages start once");
         let (to_seal, from_writer) = sync_channel::<ToSeal>(TO_SEAL_MESSAGES_MAX);
         let (to_sync, from_sealer) = sync_channel::<Flight>(TO_SYNC_COMMITS_MAX);
@@ -254,28 +257,46 @@ impl Writer {
             Err(error) => {
                 set_poison(&self.poison, format!("cannot start the log's threads: {error}"));
                 // Answer everything with the poison, here.
-                while let Some(job) = queue.blocking_recv() {
-                    let _ = job
-                        .reply
-                        .send(Err(StoreError::Poisoned(poison_reason(&self.poison).unwrap_or_default())));
+                while let Some(group) = queue.blocking_recv() {
+                    queued.fetch_sub(group.len(), Ordering::AcqRel);
+                    for job in group {
+                        let reason = poison_reason(&self.poison).unwrap_or_default();
+                        let _ = job.reply.send(Err(StoreError::Poisoned(reason)));
+                    }
                 }
                 return;
             }
         };
         let mut output = Output { to_seal, spares };
-        while let Some(first) = queue.blocking_recv() {
+        // Appends taken off the queue and not yet committed: what a group larger than one
+        // commit leaves for the next.
+        let mut taken: VecDeque<Job> = VecDeque::new();
+        let take = |group: Vec<Job>, taken: &mut VecDeque<Job>| {
+            queued.fetch_sub(group.len(), Ordering::AcqRel);
+            taken.extend(group);
+        };
+        loop {
+            if taken.is_empty() {
+                match queue.blocking_recv() {
+                    Some(group) => take(group, &mut taken),
+                    None => break,
+                }
+            }
             if in_flight.send(()).is_err() {
                 break; // the syncer is gone: it panicked
             }
-            let mut events = first.request.events.len();
-            let mut jobs = vec![first];
+            let mut events = 0;
+            let mut jobs = Vec::new();
             while events < COMMIT_EVENTS_MAX {
-                match queue.try_recv() {
-                    Ok(job) => {
+                match taken.pop_front() {
+                    Some(job) => {
                         events += job.request.events.len();
                         jobs.push(job);
                     }
-                    Err(_) => break,
+                    None => match queue.try_recv() {
+                        Ok(group) => take(group, &mut taken),
+                        Err(_) => break,
+                    },
                 }
             }
             if self.commit(jobs, &mut output).is_err() {

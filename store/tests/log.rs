@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use flowbook_store::limits::{APPEND_EVENTS_MAX, EVENT_DATA_BYTES_MAX};
+use flowbook_store::limits::{
+    APPEND_EVENTS_MAX, COMMIT_EVENTS_MAX, EVENT_DATA_BYTES_MAX, QUEUE_REQUESTS_MAX,
+};
 use flowbook_store::testing::{damage_record, unfinish_commits_after, Damage};
 use flowbook_store::{
     AppendRequest, Appended, Envelope, IdempotencyKey, NewEvent, Store, StoreError, StoreOptions,
@@ -33,6 +35,18 @@ fn append(store: &Store, events: Vec<NewEvent>) -> Vec<Envelope> {
 
 fn open(dir: &std::path::Path) -> Store {
     Store::open(dir, StoreOptions::default()).unwrap()
+}
+
+/// A store whose clock reads `seconds` (Unix time) and moves it on by `step` at every reading.
+fn open_with_clock(dir: &std::path::Path, seconds: &Arc<AtomicI64>, step: i64) -> Store {
+    let seconds = Arc::clone(seconds);
+    let options = StoreOptions {
+        clock: Arc::new(move || {
+            DateTime::from_timestamp(seconds.fetch_add(step, Ordering::SeqCst), 0).unwrap()
+        }),
+        ..StoreOptions::default()
+    };
+    Store::open(dir, options).unwrap()
 }
 
 #[test]
@@ -223,16 +237,76 @@ fn requests_queued_together_are_answered_each_and_a_refusal_refuses_the_rest() {
     assert_eq!(store.head(), 4, "nothing after the refused request was written");
 }
 
+/// `submit_all` hands its requests to the writer as one group, so they are committed together:
+/// one commit, one `recorded_at`, one flush. The clock here moves a second at every reading and
+/// the writer reads it once a commit, so requests split over two commits would show two times.
+#[test]
+fn requests_submitted_together_share_one_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let seconds = Arc::new(AtomicI64::new(1_800_000_000));
+    let store = open_with_clock(dir.path(), &seconds, 1);
+    // Large groups: queueing each of 2,000 appends on its own took long enough for the writer,
+    // woken by the first, to start a commit with only some of them.
+    for round in 0..5u64 {
+        let requests = (0..2_000)
+            .map(|n| AppendRequest { events: vec![event(&format!("m{n}"), round)], ..Default::default() })
+            .collect();
+        let times: std::collections::BTreeSet<DateTime<Utc>> = store
+            .submit_all(requests)
+            .into_iter()
+            .map(|answer| answer.unwrap().wait().unwrap().events()[0].recorded_at)
+            .collect();
+        assert_eq!(times.len(), 1, "round {round}: the group was split over commits: {times:?}");
+    }
+    assert_eq!(store.head(), 5 * 2_000);
+}
+
+/// A group of more events than one commit takes is split over commits, in order; every request
+/// is still written whole and answered.
+#[test]
+fn a_group_larger_than_a_commit_is_committed_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let requests: Vec<AppendRequest> = (0..6u64)
+        .map(|r| AppendRequest {
+            events: (0..APPEND_EVENTS_MAX as u64).map(|n| event(&format!("m{r}"), n)).collect(),
+            ..Default::default()
+        })
+        .collect();
+    assert!(6 * APPEND_EVENTS_MAX > COMMIT_EVENTS_MAX);
+    let answers = store.submit_all(requests);
+    let mut commits = std::collections::BTreeSet::new();
+    for (r, answer) in answers.into_iter().enumerate() {
+        let events = answer.unwrap().wait().unwrap().events().to_vec();
+        assert_eq!(events.len(), APPEND_EVENTS_MAX);
+        assert_eq!(events[0].position, (r * APPEND_EVENTS_MAX) as u64 + 1, "request {r} in order");
+        assert!(events.iter().all(|e| e.recorded_at == events[0].recorded_at), "request {r} whole");
+        commits.insert(events[0].recorded_at);
+    }
+    assert!(commits.len() >= 2, "more than one commit's worth went in one commit");
+    assert!(store.verify().unwrap().ok);
+}
+
+/// A group is queued whole or not at all: one larger than the queue is refused as busy, and
+/// nothing of it is written.
+#[test]
+fn a_group_larger_than_the_queue_is_refused_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let requests = (0..=QUEUE_REQUESTS_MAX as u64)
+        .map(|n| AppendRequest { events: vec![event("m", n)], ..Default::default() });
+    let answers = store.submit_all(requests.collect());
+    assert_eq!(answers.len(), QUEUE_REQUESTS_MAX + 1);
+    assert!(answers.iter().all(|answer| matches!(answer, Err(StoreError::Busy(_)))));
+    append(&store, vec![event("m", 1)]);
+    assert_eq!(store.head(), 1, "only the append after the refusal was written");
+}
+
 #[test]
 fn recorded_at_never_decreases_even_when_the_clock_steps_back() {
     let dir = tempfile::tempdir().unwrap();
     let seconds = Arc::new(AtomicI64::new(1_800_000_000));
-    let clock_seconds = Arc::clone(&seconds);
-    let options = StoreOptions {
-        clock: Arc::new(move || DateTime::from_timestamp(clock_seconds.load(Ordering::SeqCst), 0).unwrap()),
-        ..StoreOptions::default()
-    };
-    let store = Store::open(dir.path(), options).unwrap();
+    let store = open_with_clock(dir.path(), &seconds, 0);
     let a = append(&store, vec![event("s", 1)]);
     seconds.store(1_700_000_000, Ordering::SeqCst);
     let b = append(&store, vec![event("s", 2)]);
