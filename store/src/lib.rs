@@ -41,8 +41,10 @@
 //!
 //! # Group commit
 //!
-//! One writer thread owns the write path. Appends wait in a bounded queue; the writer takes
-//! everything that has accumulated (up to [`limits::COMMIT_EVENTS_MAX`]), checks and stamps each
+//! One writer thread owns the write path. Appends wait in a bounded queue — one message per
+//! `append`, or one per `submit_all` group, which the writer takes whole so that a caller's batch
+//! is one commit —; the writer takes everything that has accumulated (up to
+//! [`limits::COMMIT_EVENTS_MAX`] events, a larger group carried over to the next commit), checks and stamps each
 //! request in order and hands the commit on: a sealer thread compresses its chunks (while the
 //! writer is still stamping), inserts them and ends the commit (see Layout), and a syncer thread makes it
 //! durable — with every other commit applied meanwhile, in one flush — and then answers every
