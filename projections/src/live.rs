@@ -171,29 +171,18 @@ fn apply_until(
                     }
                     Err(_) => Vec::with_capacity(APPLY_PAGE_EVENTS),
                 };
-                let mut failure: Option<LiveError> = None;
                 let page = APPLY_PAGE_EVENTS.min((until - after) as usize);
-                let scanned = store.scan(after, page, |position, canonical| {
-                    match codec::recorded_from_canonical(position, canonical) {
-                        Ok(event) => {
-                            let member_number = match (&mut numbers, event.stream) {
-                                (Some(numbers), StreamId::Member(member)) => Some(numbers.number(member).0),
-                                _ => None,
-                            };
-                            batch.push(Decoded { event, member_number });
-                            Ok(())
-                        }
-                        Err(error) => {
-                            failure = Some(error.into());
-                            Err(StoreError::InvalidAppend("stop"))
-                        }
-                    }
+                let scanned = decode_after(store, after, page, |event| {
+                    let member_number = match (&mut numbers, event.stream) {
+                        (Some(numbers), StreamId::Member(member)) => Some(numbers.number(member).0),
+                        _ => None,
+                    };
+                    batch.push(Decoded { event, member_number });
                 });
-                let message = match (failure, scanned) {
-                    (Some(error), _) => Err(error),
-                    (None, Err(error)) => Err(error.into()),
-                    (None, Ok(last)) if last == after => break, // the log ends here
-                    (None, Ok(last)) => {
+                let message = match scanned {
+                    Err(error) => Err(error),
+                    Ok(last) if last == after => break, // the log ends here
+                    Ok(last) => {
                         after = last;
                         Ok(batch)
                     }
@@ -226,27 +215,40 @@ fn apply_inline(store: &Store, projections: &mut Projections, until: u64) -> Res
     if projections.position() >= until {
         return Ok(());
     }
-    let mut decoded = Vec::with_capacity((until - projections.position()) as usize);
-    let mut failure: Option<LiveError> = None;
     let after = projections.position();
-    store
-        .scan(after, (until - after) as usize, |position, canonical| {
-            match codec::recorded_from_canonical(position, canonical) {
-                Ok(event) => {
-                    decoded.push(event);
-                    Ok(())
-                }
-                Err(error) => {
-                    failure = Some(error.into());
-                    Err(StoreError::InvalidAppend("stop"))
-                }
-            }
-        })
-        .map_err(|error| failure.take().unwrap_or_else(|| error.into()))?;
+    let mut decoded = Vec::with_capacity((until - after) as usize);
+    decode_after(store, after, (until - after) as usize, |event| decoded.push(event))?;
     for event in &decoded {
         apply_one(store, projections, event, None)?;
     }
     Ok(())
+}
+
+/// Decodes durable records after `after`, at most `limit`, handing each to `visit`; answers the
+/// last position decoded (`after` if none). The first damaged record stops it with its error.
+fn decode_after(
+    store: &Store,
+    after: u64,
+    limit: usize,
+    mut visit: impl FnMut(RecordedEvent),
+) -> Result<u64, LiveError> {
+    let mut failure: Option<LiveError> = None;
+    let scanned = store.scan(after, limit, |position, canonical| {
+        match codec::recorded_from_canonical(position, canonical) {
+            Ok(event) => {
+                visit(event);
+                Ok(())
+            }
+            Err(error) => {
+                failure = Some(error.into());
+                Err(StoreError::InvalidAppend("stop"))
+            }
+        }
+    });
+    match (failure, scanned) {
+        (Some(error), _) => Err(error),
+        (None, scanned) => scanned.map_err(LiveError::from),
+    }
 }
 
 /// Applies one decoded event; a retraction reads its member's stream back from the log.

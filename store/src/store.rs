@@ -263,12 +263,11 @@ impl Store {
             return Ok(());
         }
         let sender = self.sender.as_ref().ok_or(StoreError::Closed)?;
-        let before = self.queued.fetch_add(group.len(), Ordering::AcqRel);
-        if before + group.len() > QUEUE_REQUESTS_MAX {
-            self.queued.fetch_sub(group.len(), Ordering::AcqRel);
+        let count = group.len();
+        if self.queued.fetch_add(count, Ordering::AcqRel) + count > QUEUE_REQUESTS_MAX {
+            self.queued.fetch_sub(count, Ordering::AcqRel);
             return Err(StoreError::Busy(QUEUE_REQUESTS_MAX));
         }
-        let count = group.len();
         sender.try_send(group).map_err(|error| {
             self.queued.fetch_sub(count, Ordering::AcqRel);
             match error {

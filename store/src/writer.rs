@@ -299,7 +299,7 @@ impl Writer {
                     },
                 }
             }
-            if self.commit(jobs, &mut output).is_err() {
+            if self.commit(jobs, events, &mut output).is_err() {
                 break; // the sealer is gone: it panicked; its callers see their answers dropped
             }
         }
@@ -310,7 +310,13 @@ impl Writer {
     }
 
     /// Stages a commit, handing its chunks and then its end to the sealer.
-    fn commit(&mut self, jobs: Vec<Job>, output: &mut Output) -> std::result::Result<(), Gone> {
+    /// `events`: how many the jobs hold together.
+    fn commit(
+        &mut self,
+        jobs: Vec<Job>,
+        events: usize,
+        output: &mut Output,
+    ) -> std::result::Result<(), Gone> {
         let finished = self.finished.load(Ordering::Acquire);
         while self.in_flight.front().is_some_and(|commit| commit.sequence <= finished) {
             self.in_flight.pop_front();
@@ -341,7 +347,6 @@ impl Writer {
         let recorded_at = now.max(self.head.last_recorded_at);
         // Sized for every event at once: grown from empty, the map rehashed ~10 times a
         // 1,000-event commit.
-        let events: usize = jobs.iter().map(|job| job.request.events.len()).sum();
         let mut pending = Pending {
             head: self.head.clone(),
             stream_heads: HashMap::with_capacity(events),
