@@ -79,17 +79,26 @@ impl Book {
             });
             recorded.push(event);
         }
+        let fold = |world: &mut World| {
+            for event in &self.log {
+                world.apply(event, |id| {
+                    self.log
+                        .iter()
+                        .filter(|e| e.stream == StreamId::Member(id) && e.position <= event.position)
+                        .cloned()
+                        .collect()
+                });
+            }
+        };
         let mut refolded = World::default();
-        for event in &self.log {
-            refolded.apply(event, |id| {
-                self.log
-                    .iter()
-                    .filter(|e| e.stream == StreamId::Member(id) && e.position <= event.position)
-                    .cloned()
-                    .collect()
-            });
-        }
+        fold(&mut refolded);
         assert_eq!(refolded, self.world, "incremental world differs from a fresh fold");
+        // As a rebuild folds: the home index made once, at the end.
+        let mut rebuilt = World::default();
+        rebuilt.defer_home_index();
+        fold(&mut rebuilt);
+        rebuilt.index_homes();
+        assert_eq!(rebuilt, self.world, "a fold with the home index made at the end differs");
         recorded
     }
 

@@ -346,6 +346,16 @@ impl Projections {
         }
     }
 
+    /// See `World::defer_home_index`.
+    pub(crate) fn defer_home_index(&mut self) {
+        self.world.defer_home_index();
+    }
+
+    /// See `World::index_homes`.
+    pub(crate) fn index_homes(&mut self) {
+        self.world.index_homes();
+    }
+
     /// See `World::adopt_member_numbers`.
     pub(crate) fn adopt_member_numbers(&mut self, numbers: flowbook_core::MemberNumbers) {
         self.world.adopt_member_numbers(numbers);

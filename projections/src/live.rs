@@ -153,14 +153,20 @@ fn apply_until(
         return Ok(());
     }
     let start = projections.position();
-    std::thread::scope(|scope| {
+    // From nothing, every member's home is set by this very pass: the home index is made once
+    // at the end (`World::defer_home_index`), on every way out, failures included, so that the
+    // projections never keep a deferred index.
+    let from_nothing = start == 0 && projections.world().next_member_number() == 0;
+    if from_nothing {
+        projections.defer_home_index();
+    }
+    let applied = std::thread::scope(|scope| {
         let (sender, receiver) =
             std::sync::mpsc::sync_channel::<Result<Vec<Decoded>, LiveError>>(DECODED_BATCHES_IN_FLIGHT);
         let (recycle, recycled) = std::sync::mpsc::sync_channel::<Vec<Decoded>>(DECODED_BATCHES_IN_FLIGHT);
         // Numbering from scratch matches the write model's only when it is empty too; the
         // numbers then become the write model's when every page is applied.
-        let mut numbers: Option<MemberNumbers> =
-            (start == 0 && projections.world().next_member_number() == 0).then(Default::default);
+        let mut numbers: Option<MemberNumbers> = from_nothing.then(Default::default);
         let decoder = scope.spawn(move || {
             let mut after = start;
             while after < until {
@@ -207,7 +213,9 @@ fn apply_until(
             projections.adopt_member_numbers(numbers);
         }
         Ok(())
-    })
+    });
+    projections.index_homes();
+    applied
 }
 
 /// [`apply_until`] for a few events: decoded and applied in turn on this thread.
