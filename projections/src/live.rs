@@ -179,12 +179,18 @@ fn apply_until(
                 };
                 let page = APPLY_PAGE_EVENTS.min((until - after) as usize);
                 let scanned = decode_after(store, after, page, |event| {
-                    let member_number = match (&mut numbers, event.stream) {
-                        (Some(numbers), StreamId::Member(member)) => Some(numbers.number(member).0),
-                        _ => None,
-                    };
-                    batch.push(Decoded { event, member_number });
+                    batch.push(Decoded { event, member_number: None })
                 });
+                // Numbered in a pass of their own, not between the parsing of one event and the
+                // next: each number is a lookup among a million ids (a cache miss or two), and
+                // a loop of nothing but lookups lets the processor have several in flight.
+                if let Some(numbers) = &mut numbers {
+                    for decoded in &mut batch {
+                        if let StreamId::Member(member) = decoded.event.stream {
+                            decoded.member_number = Some(numbers.number(member).0);
+                        }
+                    }
+                }
                 let message = match scanned {
                     Err(error) => Err(error),
                     Ok(last) if last == after => break, // the log ends here
