@@ -346,6 +346,17 @@ impl Projections {
         }
     }
 
+    /// `World::touch_member`, and the member's facts and the interval its next move closes.
+    pub(crate) fn touch_member(&self, number: u32) -> u64 {
+        let facts = self.members.get(number as usize);
+        let interval = facts.and_then(|facts| facts.open_home).and_then(|at| {
+            self.intervals.get(at.branch.index()).and_then(|list| list.get(at.index as usize))
+        });
+        self.world.touch_member(number)
+            ^ facts.map_or(0, |facts| facts.statuses.len() as u64)
+            ^ interval.map_or(0, |interval| interval.start.position())
+    }
+
     /// See `World::defer_home_index`.
     pub(crate) fn defer_home_index(&mut self) {
         self.world.defer_home_index();

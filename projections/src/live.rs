@@ -129,6 +129,11 @@ const DECODED_BATCHES_IN_FLIGHT: usize = 4;
 /// thread for each cost more than decoding them (`apply_inline`).
 const INLINE_CATCH_UP_EVENTS_MAX: u64 = 4_096;
 
+/// Events whose members' state is read into the cache together, before they are applied
+/// (`Projections::touch_member`): enough for the misses to overlap, few enough that what they
+/// bring in is still cached when its event is applied.
+const TOUCH_AHEAD_EVENTS: usize = 32;
+
 /// An event as the decoding thread hands it over: with its member stream's number when the
 /// decoder numbers streams (see `apply_until`).
 struct Decoded {
@@ -208,8 +213,15 @@ fn apply_until(
         });
         for batch in receiver {
             let batch = batch?;
-            for Decoded { event, member_number } in &batch {
-                apply_one(store, projections, event, *member_number)?;
+            for group in batch.chunks(TOUCH_AHEAD_EVENTS) {
+                let touched = group
+                    .iter()
+                    .filter_map(|decoded| decoded.member_number)
+                    .fold(0, |touched, number| touched ^ projections.touch_member(number));
+                std::hint::black_box(touched);
+                for Decoded { event, member_number } in group {
+                    apply_one(store, projections, event, *member_number)?;
+                }
             }
             progress(projections.position(), until);
             // Full (the decoder is behind): this thread frees the page itself.
