@@ -346,8 +346,24 @@ impl Projections {
         }
     }
 
-    /// `World::touch_member`, and the member's facts and the interval its next move closes.
-    pub(crate) fn touch_member(&self, number: u32) -> u64 {
+    /// What applying `event` of member stream `number` reads first, read ahead
+    /// (`World::touch_member`): the member's state, its facts, the interval its next move
+    /// closes, and the letter the event names.
+    pub(crate) fn touch_event(&self, event: &RecordedEvent, number: u32) -> u64 {
+        let letter = match &event.data {
+            EventData::TransferInitiated { transfer_id, .. }
+            | EventData::TransferCompleted { transfer_id, .. }
+            | EventData::TransferCancelled { transfer_id, .. }
+            | EventData::TransferExpired { transfer_id, .. } => self.world.transfer_number(*transfer_id),
+            _ => None,
+        };
+        let facts = letter
+            .and_then(|letter| self.transfers.get(letter as usize))
+            .map_or(0, |facts| facts.as_ref().map_or(1, |facts| facts.valid_until as u64));
+        self.touch_member(number) ^ facts
+    }
+
+    fn touch_member(&self, number: u32) -> u64 {
         let facts = self.members.get(number as usize);
         let interval = facts.and_then(|facts| facts.open_home).and_then(|at| {
             self.intervals.get(at.branch.index()).and_then(|list| list.get(at.index as usize))

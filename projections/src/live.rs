@@ -130,7 +130,7 @@ const DECODED_BATCHES_IN_FLIGHT: usize = 4;
 const INLINE_CATCH_UP_EVENTS_MAX: u64 = 4_096;
 
 /// Events whose members' state is read into the cache together, before they are applied
-/// (`Projections::touch_member`): enough for the misses to overlap, few enough that what they
+/// (`Projections::touch_event`): enough for the misses to overlap, few enough that what they
 /// bring in is still cached when its event is applied.
 const TOUCH_AHEAD_EVENTS: usize = 32;
 
@@ -216,8 +216,8 @@ fn apply_until(
             for group in batch.chunks(TOUCH_AHEAD_EVENTS) {
                 let touched = group
                     .iter()
-                    .filter_map(|decoded| decoded.member_number)
-                    .fold(0, |touched, number| touched ^ projections.touch_member(number));
+                    .filter_map(|decoded| Some((&decoded.event, decoded.member_number?)))
+                    .fold(0, |touched, (event, number)| touched ^ projections.touch_event(event, number));
                 std::hint::black_box(touched);
                 for Decoded { event, member_number } in group {
                     apply_one(store, projections, event, *member_number)?;
