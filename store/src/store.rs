@@ -205,40 +205,27 @@ impl Store {
     /// earlier; a queue without room for the whole group refuses all of it (`Busy`; a group of
     /// more than [`QUEUE_REQUESTS_MAX`] never fits).
     pub fn submit_all(&self, requests: Vec<AppendRequest>) -> Vec<Result<Submitted>> {
-        let mut refused: Option<StoreError> = None;
         let total = requests.len();
-        let mut answers = Vec::with_capacity(total);
-        // Rendered first, so that the queueing itself takes no longer than the writer needs to
-        // wake up.
-        let rendered: Vec<Result<(AppendRequest, record::Rendered)>> = requests
-            .into_iter()
-            .map(|request| {
-                check_request(&request)?;
-                let rendered = record::Rendered::of(&request.events);
-                Ok((request, rendered))
-            })
-            .collect();
         // The requests up to the first refused one go as one group: the writer takes them
         // together, so they share a commit and a flush. Queued one by one, the writer — woken by
         // the first, on the other core — often took the first few alone, and a batch of the
         // server's writes cost two or three flushes in a row (BENCHMARKS.md, issue 5, eighth
-        // session).
-        let mut group = Vec::with_capacity(rendered.len());
-        let mut receivers = Vec::with_capacity(rendered.len());
-        for request in rendered {
-            match request {
-                Ok((request, rendered)) if refused.is_none() => {
-                    let (reply, receiver) = oneshot::channel();
-                    group.push(Job { request, rendered, reply });
-                    receivers.push(receiver);
-                }
-                Ok(_) => {}
-                Err(error) => {
-                    refused.get_or_insert(error);
-                }
+        // session). Those after the refused one are neither checked nor rendered.
+        let mut group = Vec::with_capacity(total);
+        let mut receivers = Vec::with_capacity(total);
+        let mut refused: Option<StoreError> = None;
+        for request in requests {
+            if let Err(error) = check_request(&request) {
+                refused = Some(error);
+                break;
             }
+            let rendered = record::Rendered::of(&request.events);
+            let (reply, receiver) = oneshot::channel();
+            group.push(Job { request, rendered, reply });
+            receivers.push(receiver);
         }
         let accepted = receivers.len();
+        let mut answers = Vec::with_capacity(total);
         match self.queue(group) {
             Ok(()) => answers.extend(receivers.into_iter().map(|receiver| Ok(Submitted(receiver)))),
             Err(error) => answers.extend((0..accepted).map(|_| Err(error.clone()))),
