@@ -342,7 +342,15 @@ pub(crate) struct RawChunk {
 impl RawChunk {
     /// The chunk as stored: compressed, framed and checksummed.
     pub fn seal(&self) -> Vec<u8> {
-        seal_chunk(self.first_position, self.count, &self.raw)
+        let mut value = Vec::new();
+        self.seal_into(&mut value);
+        value
+    }
+
+    /// [`RawChunk::seal`] into `value` (cleared first): the sealer reuses one buffer for every
+    /// chunk rather than allocating two a chunk.
+    pub fn seal_into(&self, value: &mut Vec<u8>) {
+        seal_chunk_into(self.first_position, self.count, &self.raw, value)
     }
 }
 
@@ -352,6 +360,9 @@ pub(crate) struct ChunkWriter {
     first_position: u64,
     count: usize,
     raw: Vec<u8>,
+    /// The last `recorded_at` written and its JSON: every event of a commit has the same, and
+    /// formatting it per event was a twentieth of the writer's time.
+    instant: Option<(DateTime<Utc>, Vec<u8>)>,
 }
 
 impl ChunkWriter {
@@ -382,7 +393,15 @@ impl ChunkWriter {
         self.raw.extend_from_slice(digits.format(stamp.version).as_bytes());
         self.raw.extend_from_slice(after_version);
         self.raw.extend_from_slice(br#","recorded_at":"#);
-        json_instant(&mut self.raw, &stamp.recorded_at);
+        match &self.instant {
+            Some((at, json)) if *at == stamp.recorded_at => self.raw.extend_from_slice(json),
+            _ => {
+                let mut json = Vec::with_capacity(40);
+                json_instant(&mut json, &stamp.recorded_at);
+                self.raw.extend_from_slice(&json);
+                self.instant = Some((stamp.recorded_at, json));
+            }
+        }
         self.raw.extend_from_slice(after_recorded_at);
         let hash = chain_hash(previous_hash, &self.raw[start + RECORD_HEADER_BYTES..]);
         let length = u32::try_from(self.raw.len() - start - 4).expect("a record is far below 4 GiB");
@@ -414,16 +433,28 @@ impl ChunkWriter {
 
 /// Compresses a chunk's records and frames them with the header and checksum.
 fn seal_chunk(first_position: u64, count: usize, raw: &[u8]) -> Vec<u8> {
-    let compressed = lz4_flex::block::compress_prepend_size(raw);
-    let mut value = Vec::with_capacity(CHUNK_HEADER_BYTES + compressed.len());
+    let mut value = Vec::new();
+    seal_chunk_into(first_position, count, raw, &mut value);
+    value
+}
+
+/// The header, then the raw length (`u32`, little-endian: lz4_flex's size-prepended form), then
+/// the LZ4 block, compressed straight into `value`; the checksum covers all after itself.
+fn seal_chunk_into(first_position: u64, count: usize, raw: &[u8], value: &mut Vec<u8>) {
+    let raw_length = u32::try_from(raw.len()).expect("a chunk is far below 4 GiB");
+    value.clear();
     value.push(FORMAT_CHUNK_V1);
     value.extend_from_slice(&[0; 4]);
     value.extend_from_slice(&first_position.to_be_bytes());
     value.extend_from_slice(&u16::try_from(count).expect("at most CHUNK_EVENTS_MAX").to_be_bytes());
-    value.extend_from_slice(&compressed);
+    value.extend_from_slice(&raw_length.to_le_bytes());
+    let block_at = value.len();
+    value.resize(block_at + lz4_flex::block::get_maximum_output_size(raw.len()), 0);
+    let written = lz4_flex::block::compress_into(raw, &mut value[block_at..])
+        .expect("the buffer holds LZ4's worst case");
+    value.truncate(block_at + written);
     let crc = crc32fast::hash(&value[5..]).to_be_bytes();
     value[1..5].copy_from_slice(&crc);
-    value
 }
 
 /// A stored chunk, checked and decompressed.
@@ -736,8 +767,10 @@ mod tests {
         }
         let rendered = Rendered::of(&events);
         let mut previous = GENESIS_HASH;
+        // One writer for all, each event a chunk of its own: every recorded_at differs from the
+        // last one the writer formatted.
+        let mut writer = ChunkWriter::default();
         for (index, event) in events.iter().enumerate() {
-            let mut writer = ChunkWriter::default();
             let position = u64::MAX - 10 + index as u64;
             let stamp = Stamp {
                 position,
@@ -762,6 +795,27 @@ mod tests {
             let chunk = Chunk::decode(raw.first_position, &raw.seal()).unwrap();
             assert_eq!(chunk.record(position).unwrap().canonical, &expected[..], "event {index}");
         }
+    }
+
+    #[test]
+    fn sealing_into_a_buffer_frames_as_lz4_flex_prepends_sizes() {
+        // The frame every stored chunk has: header, then lz4_flex's size-prepended block.
+        let (first, sealed) = chunks(16).remove(0);
+        let chunk = Chunk::decode(first, &sealed).unwrap();
+        let mut raw = Vec::new();
+        for record in chunk.records() {
+            let length = u32::try_from(RECORD_HEADER_BYTES - 4 + record.canonical.len()).unwrap();
+            raw.extend_from_slice(&length.to_be_bytes());
+            raw.extend_from_slice(&record.hash);
+            raw.extend_from_slice(&record.previous_in_stream.to_be_bytes());
+            raw.extend_from_slice(record.canonical);
+        }
+        let block = lz4_flex::block::compress_prepend_size(&raw);
+        assert_eq!(&sealed[CHUNK_HEADER_BYTES..], &block[..]);
+        // A reused buffer longer than the chunk is cleared, not appended to.
+        let mut reused = vec![0xAB; sealed.len() * 3];
+        seal_chunk_into(first, 16, &raw, &mut reused);
+        assert_eq!(reused, sealed);
     }
 
     #[test]

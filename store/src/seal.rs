@@ -30,13 +30,16 @@ impl Sealer {
     /// Seals chunks as they come; at each commit's end applies its batch and passes it on. Spent
     /// chunk buffers go back to the writer through `spare`.
     pub fn run(self, from_writer: Receiver<ToSeal>, to_sync: SyncSender<Flight>, spare: SyncSender<Vec<u8>>) {
+        // Every chunk is sealed into this one buffer; sled copies it into the tree.
+        let mut sealed = Vec::new();
         for message in from_writer {
             match message {
                 ToSeal::Chunk(chunk) => {
                     // After a failure nothing more reaches the tree (the commit's end says so).
                     if poison_reason(&self.poison).is_none() {
+                        chunk.seal_into(&mut sealed);
                         let inserted =
-                            self.shared.tree.insert(keys::event_key(chunk.first_position), chunk.seal());
+                            self.shared.tree.insert(keys::event_key(chunk.first_position), &sealed[..]);
                         if let Err(error) = inserted {
                             set_poison(&self.poison, error.to_string());
                         }
