@@ -341,6 +341,7 @@ pub(crate) struct RawChunk {
 
 impl RawChunk {
     /// The chunk as stored: compressed, framed and checksummed.
+    #[cfg(test)]
     pub fn seal(&self) -> Vec<u8> {
         let mut value = Vec::new();
         self.seal_into(&mut value);

@@ -151,11 +151,16 @@ impl Syncer {
     }
 
     /// Makes a durable commit visible: its stream heads, then the committed head.
-    fn publish(&mut self, committed: u64, stream_heads: &HashMap<String, heads::Head>, writes: usize) {
+    fn publish(
+        &mut self,
+        committed: u64,
+        stream_heads: &HashMap<heads::StreamKey, heads::Head>,
+        writes: usize,
+    ) {
         self.since_snapshot += writes as u64;
         let mut heads = self.shared.heads.write().expect("heads lock");
-        for (stream, head) in stream_heads.iter() {
-            heads.set(stream, *head);
+        for (key, head) in stream_heads.iter() {
+            heads.set_key(key, *head);
         }
         // Under the heads lock, so that a snapshot sees heads and position together.
         self.shared.committed_head.store(committed, Ordering::Release);

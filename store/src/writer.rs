@@ -30,7 +30,7 @@ use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use foldhash::{HashMap, HashMapExt};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::heads::Head;
+use crate::heads::{Head, HeadMap, StreamKey};
 use crate::keys;
 use crate::limits::COMMIT_EVENTS_MAX;
 use crate::record::{ChunkWriter, Envelope, RawChunk, Rendered, Stamp, GENESIS_HASH};
@@ -133,7 +133,7 @@ pub(crate) struct Flight {
     pub applied: Result<()>,
     /// The position the log ends at once this commit is durable.
     pub last_position: u64,
-    pub stream_heads: Arc<HashMap<String, Head>>,
+    pub stream_heads: Arc<HashMap<StreamKey, Head>>,
     pub writes: usize,
     /// Idempotency entries to write with the commit's chunks.
     pub idempotency: Vec<(Vec<u8>, [u8; SEEN_KEY_BYTES])>,
@@ -177,14 +177,14 @@ struct KeyedRequest {
 /// A commit handed on and not yet finished by the syncer.
 struct InFlight {
     sequence: u64,
-    stream_heads: Arc<HashMap<String, Head>>,
+    stream_heads: Arc<HashMap<StreamKey, Head>>,
     keys: HashMap<String, KeyedRequest>,
 }
 
 /// The log as it will stand once the commit being built is written.
 struct Pending {
     head: HeadState,
-    stream_heads: HashMap<String, Head>,
+    stream_heads: HashMap<StreamKey, Head>,
     keys: HashMap<String, KeyedRequest>,
     idempotency: Vec<(Vec<u8>, [u8; SEEN_KEY_BYTES])>,
     writes: usize,
@@ -398,7 +398,7 @@ impl Writer {
         let count = u32::try_from(request.events.len()).expect("bounded by APPEND_EVENTS_MAX");
         let mut envelopes = Vec::with_capacity(request.events.len());
         for (event_index, event) in request.events.into_iter().enumerate() {
-            let previous = self.stream_head(&event.stream, pending);
+            let (key, previous) = self.stream_head(&event.stream, pending);
             let stamp = Stamp {
                 position: pending.head.next_position,
                 version: previous.version + 1,
@@ -411,7 +411,7 @@ impl Writer {
                 output.send(ToSeal::Chunk(full))?;
             }
             let head = Head { version: stamp.version, position: stamp.position };
-            pending.stream_heads.insert(event.stream.clone(), head);
+            pending.stream_heads.insert(key, head);
             pending.writes += 1;
             envelopes.push(Envelope {
                 position: stamp.position,
@@ -468,7 +468,7 @@ impl Writer {
             }
         }
         for (stream, expected) in &request.expected_versions {
-            let actual = self.stream_head(stream, pending).version;
+            let actual = self.stream_head(stream, pending).1.version;
             if actual != *expected {
                 return Err(StoreError::VersionConflict {
                     stream: stream.clone(),
@@ -482,15 +482,28 @@ impl Writer {
 
     /// A stream's head as it will stand after the requests staged so far: this commit's, else the
     /// newest commit in flight that wrote it, else the published one.
-    fn stream_head(&self, stream: &str, pending: &Pending) -> Head {
-        if let Some(head) = pending.stream_heads.get(stream) {
-            return *head;
-        }
-        if let Some(head) = self.in_flight.iter().rev().find_map(|commit| commit.stream_heads.get(stream)) {
-            return *head;
-        }
+    /// Also answers the stream's key, for the commit's map.
+    fn stream_head(&self, stream: &str, pending: &Pending) -> (StreamKey, Head) {
         let heads = self.shared.heads.read().expect("heads lock");
-        heads.get(stream).copied().unwrap_or(Head { version: 0, position: 0 })
+        if let Some(key) = heads.key(stream) {
+            let head = self.head_of(&key, pending, &heads);
+            return (key, head);
+        }
+        // A prefix never seen: numbered once, under the write lock (a handful ever).
+        drop(heads);
+        let key = self.shared.heads.write().expect("heads lock").numbering_key(stream);
+        let head = self.head_of(&key, pending, &self.shared.heads.read().expect("heads lock"));
+        (key, head)
+    }
+
+    fn head_of(&self, key: &StreamKey, pending: &Pending, published: &HeadMap) -> Head {
+        pending
+            .stream_heads
+            .get(key)
+            .or_else(|| self.in_flight.iter().rev().find_map(|commit| commit.stream_heads.get(key)))
+            .or_else(|| published.get_key(key))
+            .copied()
+            .unwrap_or(Head { version: 0, position: 0 })
     }
 }
 
