@@ -1,5 +1,6 @@
 //! The write path's middle stage: compresses, frames and inserts each chunk the writer hands over
-//! while the writer stamps the next, then ends the commit: the list of its idempotency keys
+//! while the writer stamps the next (or only inserts it, when the writer sealed it because this
+//! stage was behind: every insert stays on this one thread, in order), then ends the commit: the list of its idempotency keys
 //! (`keys::COMMIT_KEYS`), their entries, and the commit mark (`keys::COMMIT_MARK`) last, each a
 //! plain insert. sled recovers a prefix of what it was given, so after a crash a commit is whole
 //! (the mark covers it) or past the mark, where opening removes its chunks and entries: never half
@@ -9,6 +10,7 @@
 //! after every batch's manifest, so each commit cost three buffer writes, each followed by its own
 //! `sync_file_range` wait, instead of one (BENCHMARKS.md, issue 5, eighth session).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 
@@ -20,11 +22,13 @@ use crate::StoreError;
 pub(crate) struct Sealer {
     shared: Arc<Shared>,
     poison: Poison,
+    /// Chunks handed over and not yet inserted: counted up by the writer, down here.
+    backlog: Arc<AtomicUsize>,
 }
 
 impl Sealer {
-    pub fn new(shared: Arc<Shared>, poison: Poison) -> Sealer {
-        Sealer { shared, poison }
+    pub fn new(shared: Arc<Shared>, poison: Poison, backlog: Arc<AtomicUsize>) -> Sealer {
+        Sealer { shared, poison, backlog }
     }
 
     /// Seals chunks as they come; at each commit's end applies its batch and passes it on. Spent
@@ -35,16 +39,13 @@ impl Sealer {
         for message in from_writer {
             match message {
                 ToSeal::Chunk(chunk) => {
-                    // After a failure nothing more reaches the tree (the commit's end says so).
-                    if poison_reason(&self.poison).is_none() {
-                        chunk.seal_into(&mut sealed);
-                        let inserted =
-                            self.shared.tree.insert(keys::event_key(chunk.first_position), &sealed[..]);
-                        if let Err(error) = inserted {
-                            set_poison(&self.poison, error.to_string());
-                        }
-                    }
+                    chunk.seal_into(&mut sealed);
+                    self.insert(chunk.first_position, &sealed);
                     // Full: the writer has buffers enough; this one is freed.
+                    let _ = spare.try_send(chunk.raw);
+                }
+                ToSeal::Sealed(chunk, sealed_by_writer) => {
+                    self.insert(chunk.first_position, &sealed_by_writer);
                     let _ = spare.try_send(chunk.raw);
                 }
                 ToSeal::End(flight) => {
@@ -58,6 +59,17 @@ impl Sealer {
                 }
             }
         }
+    }
+
+    /// Inserts a sealed chunk, unless the log is poisoned: after a failure nothing more reaches
+    /// the tree (the commit's end says so).
+    fn insert(&self, first_position: u64, sealed: &[u8]) {
+        if poison_reason(&self.poison).is_none() {
+            if let Err(error) = self.shared.tree.insert(keys::event_key(first_position), sealed) {
+                set_poison(&self.poison, error.to_string());
+            }
+        }
+        self.backlog.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Ends a commit whose chunks are in: the list of its idempotency keys, their entries, and

@@ -52,6 +52,9 @@ const TO_SYNC_COMMITS_MAX: usize = 4;
 /// busy anyway; waiting instead lets the queue gather into the next commit.
 const COMMITS_IN_FLIGHT_MAX: usize = 3;
 
+/// Chunks the sealer may have waiting before the writer seals the next one itself.
+const SEAL_BACKLOG_CHUNKS: usize = 2;
+
 /// Spent chunk buffers waiting to be filled again.
 const SPARE_CHUNK_BUFFERS_MAX: usize = 2 * TO_SEAL_MESSAGES_MAX;
 
@@ -145,6 +148,8 @@ pub(crate) struct Flight {
 pub(crate) enum ToSeal {
     /// A chunk of the commit being staged.
     Chunk(RawChunk),
+    /// A chunk the writer sealed itself (the sealer was behind), with its sealed bytes.
+    Sealed(RawChunk, Vec<u8>),
     /// The commit's end: all its chunks came before.
     End(Box<Flight>),
 }
@@ -203,6 +208,8 @@ pub(crate) struct Writer {
     chunks: ChunkWriter,
     poison: Poison,
     stages: Option<(Sealer, Syncer)>,
+    /// Chunks handed to the sealer and not yet inserted.
+    seal_backlog: Arc<AtomicUsize>,
 }
 
 impl Writer {
@@ -218,7 +225,8 @@ impl Writer {
             Arc::new(Mutex::new(damage.map(|damage| format!("the log is damaged ({damage}); run verify"))));
         let finished = Arc::new(AtomicU64::new(0));
         let syncer = Syncer::new(db, dir, Arc::clone(&shared), Arc::clone(&poison), Arc::clone(&finished))?;
-        let sealer = Sealer::new(Arc::clone(&shared), Arc::clone(&poison));
+        let seal_backlog = Arc::new(AtomicUsize::new(0));
+        let sealer = Sealer::new(Arc::clone(&shared), Arc::clone(&poison), Arc::clone(&seal_backlog));
         Ok(Writer {
             shared,
             head,
@@ -229,6 +237,7 @@ impl Writer {
             chunks: ChunkWriter::default(),
             poison,
             stages: Some((sealer, syncer)),
+            seal_backlog,
         })
     }
 
@@ -267,7 +276,7 @@ impl Writer {
                 return;
             }
         };
-        let mut output = Output { to_seal, spares };
+        let mut output = Output { to_seal, spares, backlog: Arc::clone(&self.seal_backlog) };
         // Appends taken off the queue and not yet committed: what a group larger than one
         // commit leaves for the next.
         let mut taken: VecDeque<Job> = VecDeque::new();
@@ -362,7 +371,7 @@ impl Writer {
             flight.replies.push(job.reply);
         }
         if let Some(last) = self.chunks.take(output.spare_buffer()) {
-            output.send(ToSeal::Chunk(last))?;
+            output.send_chunk(last)?;
         }
         flight.stream_heads = Arc::new(pending.stream_heads);
         flight.last_position = pending.head.next_position - 1;
@@ -408,7 +417,7 @@ impl Writer {
             let hash = self.chunks.push(rendered, event_index, &stamp, &pending.head.last_hash);
             if self.chunks.is_full() {
                 let full = self.chunks.take(output.spare_buffer()).expect("a full chunk");
-                output.send(ToSeal::Chunk(full))?;
+                output.send_chunk(full)?;
             }
             let head = Head { version: stamp.version, position: stamp.position };
             pending.stream_heads.insert(key, head);
@@ -514,9 +523,26 @@ struct Gone;
 struct Output {
     to_seal: SyncSender<ToSeal>,
     spares: Receiver<Vec<u8>>,
+    /// Chunks handed to the sealer and not yet inserted (the sealer counts them down).
+    backlog: Arc<AtomicUsize>,
 }
 
 impl Output {
+    /// Hands a chunk on, sealed here when the sealer is behind: with one large commit the writer
+    /// and the sealer are the two busy threads on two cores, and the sealer (LZ4 and sled's
+    /// insert) is the slower; sealing some chunks here ends both at about the same time.
+    fn send_chunk(&mut self, chunk: RawChunk) -> std::result::Result<(), Gone> {
+        let message = if self.backlog.load(Ordering::Acquire) >= SEAL_BACKLOG_CHUNKS {
+            let mut sealed = Vec::new();
+            chunk.seal_into(&mut sealed);
+            ToSeal::Sealed(chunk, sealed)
+        } else {
+            ToSeal::Chunk(chunk)
+        };
+        self.backlog.fetch_add(1, Ordering::AcqRel);
+        self.send(message)
+    }
+
     fn send(&mut self, message: ToSeal) -> std::result::Result<(), Gone> {
         self.to_seal.send(message).map_err(|_| Gone)
     }
@@ -524,5 +550,37 @@ impl Output {
     /// A spent chunk buffer if the sealer has one back, else a new one.
     fn spare_buffer(&mut self) -> Vec<u8> {
         self.spares.try_recv().unwrap_or_else(|_| Vec::with_capacity(crate::record::CHUNK_BYTES_TARGET * 2))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn output(backlog: usize) -> (Output, Receiver<ToSeal>) {
+        let (to_seal, from_writer) = sync_channel(4);
+        let (_spare, spares) = sync_channel(1);
+        (Output { to_seal, spares, backlog: Arc::new(AtomicUsize::new(backlog)) }, from_writer)
+    }
+
+    fn chunk() -> RawChunk {
+        // Bytes that need not parse: sealing frames and compresses whatever the chunk holds.
+        RawChunk { first_position: 9, count: 1, raw: b"raw record bytes, raw record bytes".to_vec() }
+    }
+
+    #[test]
+    fn a_chunk_is_sealed_by_the_writer_only_when_the_sealer_is_behind() {
+        let (mut keeping_up, received) = output(SEAL_BACKLOG_CHUNKS - 1);
+        keeping_up.send_chunk(chunk()).ok().expect("the channel is open");
+        assert!(matches!(received.try_recv(), Ok(ToSeal::Chunk(_))));
+        assert_eq!(keeping_up.backlog.load(Ordering::Acquire), SEAL_BACKLOG_CHUNKS, "counted up");
+
+        let (mut behind, received) = output(SEAL_BACKLOG_CHUNKS);
+        behind.send_chunk(chunk()).ok().expect("the channel is open");
+        match received.try_recv() {
+            Ok(ToSeal::Sealed(raw, sealed)) => assert_eq!(sealed, raw.seal(), "the sealer's own bytes"),
+            _ => panic!("expected a chunk sealed by the writer"),
+        }
+        assert_eq!(behind.backlog.load(Ordering::Acquire), SEAL_BACKLOG_CHUNKS + 1);
     }
 }
