@@ -7,7 +7,10 @@
 //!    transactions of 1,000 events, by 1 and by 4 appenders — the workload an event store's
 //!    importer runs, and what a PostgreSQL event store is compared on.
 //! 3. **The physical bound**: the same events' bytes written sequentially with one `fdatasync` per
-//!    1,000 — what the disk allows for that workload.
+//!    1,000 — what the disk allows for that workload; and **sled alone**: the log's own sealed
+//!    chunks of those events given to sled as the log gives them (inserts, mark, flush,
+//!    `fdatasync`), on one thread with nothing of ours around it — what the embedded store allows,
+//!    beside the log's own CPU for a commit (`flowbook_store::measure_commit_parts`).
 //! 4. **HTTP writes**: the server on a loopback port, 64 keep-alive clients, one command a request,
 //!    each durable before its answer; flat out, then at half that rate for latency.
 //! 5. **Rebuild** of every read model from the district's log, then **queries** on them.
@@ -27,7 +30,7 @@ use std::time::{Duration, Instant};
 use chrono::{TimeDelta, Utc};
 use flowbook_core::MemberStatus;
 use flowbook_projections::{At, FlowGrouping, Live};
-use flowbook_store::{AppendRequest, Envelope, NewEvent, Store, StoreOptions};
+use flowbook_store::{AppendRequest, CommitParts, Envelope, NewEvent, Store, StoreOptions, PARTS_EVENTS_MAX};
 use rand::seq::IndexedRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -94,6 +97,10 @@ pub struct Report {
     pub physical_bound_per_s: f64,
     pub physical_fdatasyncs_per_s: f64,
     pub event_bytes: f64,
+    /// sled alone with the log's sealed chunks, commits of 1,000 (median of the rounds).
+    pub sled_alone_per_s: f64,
+    /// A 1,000-event commit's parts measured alone, in the last round.
+    pub commit_parts: CommitParts,
     pub http_clients: usize,
     pub http_flat_out: Throughput,
     pub http_half_load: Throughput,
@@ -121,6 +128,7 @@ pub struct Round {
     pub postgres_batched_4_per_s: Option<f64>,
     pub physical_bound_per_s: f64,
     pub physical_fdatasyncs_per_s: f64,
+    pub sled_alone_per_s: f64,
     pub http_flat_out_per_s: f64,
     pub postgres_single_commits_per_s: Option<f64>,
 }
@@ -420,6 +428,7 @@ pub fn run(
     report.build_events_per_s = store.head() as f64 / elapsed;
 
     let events = Arc::new(district_events(&store)?);
+    let parts_events: Vec<NewEvent> = events.iter().take(PARTS_EVENTS_MAX).map(|e| copy_of(e, 0)).collect();
     let mut peer = match &options.postgres {
         Some(url) => Some(crate::bench_postgres::Peer::connect(url)?),
         None => None,
@@ -485,6 +494,18 @@ pub fn run(
         progress(&format!("physical bound: the same bytes, one fdatasync per 1,000 events{tag}"));
         (figures.physical_bound_per_s, figures.physical_fdatasyncs_per_s, report.event_bytes) =
             physical_bound(&options.dir, &events, seconds)?;
+        progress(&format!(
+            "sled alone: the log's sealed chunks, one flush and fdatasync per 1,000 events{tag}"
+        ));
+        report.commit_parts = flowbook_store::measure_commit_parts(
+            &options.dir.join("sled-alone"),
+            &parts_events,
+            BATCH_EVENTS,
+            seconds,
+            options.cache_bytes,
+        )
+        .map_err(|e| e.to_string())?;
+        figures.sled_alone_per_s = report.commit_parts.sled_events_per_s;
         progress(&format!("http: {} clients, one durable command a request{tag}", options.clients));
         let flat_out = http_clients(&addr, &with_contact(&members), seconds, None)?;
         figures.http_flat_out_per_s = flat_out.per_s;
@@ -502,6 +523,7 @@ pub fn run(
     report.append_batched_4_per_s = of_rounds(|r| r.append_batched_4_per_s);
     report.physical_bound_per_s = of_rounds(|r| r.physical_bound_per_s);
     report.physical_fdatasyncs_per_s = of_rounds(|r| r.physical_fdatasyncs_per_s);
+    report.sled_alone_per_s = of_rounds(|r| r.sled_alone_per_s);
     report.http_flat_out = take_median(flat_outs);
     let pace = Duration::from_secs_f64(members.len() as f64 / (report.http_flat_out.per_s / 2.0).max(1.0));
     progress("http: half that load, for latency");
@@ -621,6 +643,27 @@ pub fn table(report: &Report) -> String {
         format!(
             "{:.0} events/s ({:.0} fdatasync/s, {:.0} bytes/event)",
             report.physical_bound_per_s, report.physical_fdatasyncs_per_s, report.event_bytes
+        ),
+    );
+    let parts = &report.commit_parts;
+    row(
+        "sled alone (the log's sealed chunks, 1 thread, flush + fdatasync per 1,000)",
+        format!(
+            "{:.0} events/s ({:.2} ms a commit: inserts {:.2}, flush {:.2}, fdatasync {:.2}; {:.0} bytes/event sealed of {:.0})",
+            report.sled_alone_per_s,
+            parts.sled_commit_ms,
+            parts.sled_insert_ms,
+            parts.sled_flush_ms,
+            parts.sled_fdatasync_ms,
+            parts.sealed_bytes_per_event,
+            parts.raw_bytes_per_event
+        ),
+    );
+    row(
+        "the log's CPU for 1,000 events before sled, 1 thread",
+        format!(
+            "render {:.2} ms, stamp + chain {:.2} ms, seal {:.2} ms",
+            parts.render_ms, parts.stamp_ms, parts.seal_ms
         ),
     );
     let http = |t: &Throughput| {

@@ -366,5 +366,16 @@ pub fn table(flowbook: &Report, pg: &PostgresReport) -> String {
         flowbook.append_batched_4_per_s.max(flowbook.append_batched_1_per_s),
         flowbook.physical_bound_per_s,
     ));
+    let of_sled = per_round(
+        |r| r.append_batched_1_per_s,
+        |r| Some(r.sled_alone_per_s),
+        |r| format!("{:.0} %", 100.0 * r),
+    );
+    out.push_str(&format!(
+        "| flowbook batched append, 1 appender, against sled alone (5× PostgreSQL's would be {:.0} %) | | {:.0} of {:.0} | {of_sled} |\n",
+        100.0 * 5.0 * pg.append_batched_1_per_s / flowbook.sled_alone_per_s,
+        flowbook.append_batched_1_per_s,
+        flowbook.sled_alone_per_s,
+    ));
     out
 }

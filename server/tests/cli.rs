@@ -296,12 +296,25 @@ fn bench_runs_every_workload_in_seconds_and_writes_its_report() {
         "append_batched_1_per_s",
         "append_batched_4_per_s",
         "physical_bound_per_s",
+        "sled_alone_per_s",
         "rebuild_events_per_s",
         "disk_bytes_per_event",
         "peak_memory_mib",
     ] {
         assert!(report[figure].as_f64().unwrap() > 0.0, "{figure} was measured: {report}");
     }
+    for part in [
+        "sled_commit_ms",
+        "sled_insert_ms",
+        "sled_flush_ms",
+        "render_ms",
+        "stamp_ms",
+        "seal_ms",
+        "sealed_bytes_per_event",
+    ] {
+        assert!(report["commit_parts"][part].as_f64().unwrap() > 0.0, "{part} was measured: {report}");
+    }
+    assert!(out.contains("| sled alone ("), "{out}");
     assert!(report["http_flat_out"]["per_s"].as_f64().unwrap() > 0.0);
     assert!(report["history"]["samples"].as_u64().unwrap() > 0);
     assert!(report["postgres"].is_null(), "no PostgreSQL unless asked");
@@ -314,6 +327,7 @@ fn bench_runs_every_workload_in_seconds_and_writes_its_report() {
             "append_batched_1_per_s",
             "append_batched_4_per_s",
             "physical_bound_per_s",
+            "sled_alone_per_s",
             "http_flat_out_per_s",
         ] {
             assert!(round[figure].as_f64().unwrap() > 0.0, "{figure} in each round: {round}");

@@ -54,6 +54,7 @@ mod chunks;
 mod heads;
 pub mod keys;
 pub mod limits;
+mod parts;
 mod record;
 mod seal;
 mod store;
@@ -63,6 +64,7 @@ mod writer;
 #[doc(hidden)]
 pub mod testing;
 
+pub use parts::{measure_commit_parts, CommitParts, PARTS_EVENTS_MAX};
 pub use record::{instant, parse_instant, Envelope, NewEvent};
 
 /// Bytes a store's directory holds on disk (sled's files, its blobs, the heads snapshot): what

@@ -122,14 +122,7 @@ impl Store {
     /// and [`Store::verify`] still work — but every append is then refused.
     pub fn open(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
         let path = dir.as_ref().to_path_buf();
-        let config = sled::Config::new()
-            .path(&path)
-            .cache_capacity(options.cache_capacity_bytes)
-            .mode(sled::Mode::HighThroughput)
-            // The writer flushes (and fsyncs) every commit itself; a background flusher would
-            // only add I/O that acknowledges nothing.
-            .flush_every_ms(None);
-        let db = open_waiting_for_lock(&config)?;
+        let db = open_waiting_for_lock(&sled_config(&path, options.cache_capacity_bytes))?;
         let tree = db.open_tree("log")?;
         let mark_damage = settle_commit_mark(&tree)?;
         let (head, committed, mut damage) = match load_head(&tree) {
@@ -531,6 +524,17 @@ pub(crate) fn read_positions(tree: &sled::Tree, first: u64, count: u32) -> Resul
 /// hold the file for a moment after the last handle of a closed store is dropped, so a reopen in
 /// the same process (a restart in tests, a command after a close) may find it briefly locked. A
 /// lock held by another live process is still refused once the wait is over.
+/// How the log configures sled (and `parts.rs` the sled it measures alone).
+pub(crate) fn sled_config(path: &Path, cache_capacity_bytes: u64) -> sled::Config {
+    sled::Config::new()
+        .path(path)
+        .cache_capacity(cache_capacity_bytes)
+        .mode(sled::Mode::HighThroughput)
+        // The writer flushes (and fsyncs) every commit itself; a background flusher would only
+        // add I/O that acknowledges nothing.
+        .flush_every_ms(None)
+}
+
 pub(crate) fn open_waiting_for_lock(config: &sled::Config) -> Result<sled::Db> {
     let started = std::time::Instant::now();
     loop {
