@@ -23,6 +23,8 @@
 //! (uncompressed size prepended)`. Inside the block, each record is `length (4) ‖ chain hash (32)
 //! ‖ previous position of the same stream, 0 if none (8) ‖ canonical JSON`.
 
+use std::sync::OnceLock;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -243,56 +245,92 @@ impl Digits<'_> {
 /// and the writer is the one thread every append passes through; the stamps are spliced in
 /// between the parts (`ChunkWriter::push`), giving exactly the bytes serde_json writes for the
 /// whole envelope (tested against it).
+///
+/// A large request is rendered while the writer already stamps it (`Rendered::pending`, then
+/// `fill` after queueing): the writer takes each event as soon as its slot is set, so the
+/// appending thread's rendering and the writer's stamping overlap on the two cores instead of
+/// running one after the other (BENCHMARKS.md, issue 5, eleventh session).
 pub(crate) struct Rendered {
-    /// Per event, its bytes and where its first two parts end. One buffer per event, not one per
-    /// request: a request's worth (~330 KiB for 1,000 events) is a large allocation, which the
-    /// allocator returns to the OS when freed and the kernel zeroes again for the next request.
-    events: Vec<(Vec<u8>, [usize; 2])>,
+    /// Per event, its bytes and where its first two parts end, set once, in order. One buffer
+    /// per event, not one per request: a request's worth (~330 KiB for 1,000 events) is a large
+    /// allocation, which the allocator returns to the OS when freed and the kernel zeroes again
+    /// for the next request.
+    events: Box<[OnceLock<RenderedEvent>]>,
 }
 
+type RenderedEvent = (Vec<u8>, [usize; 2]);
+
+/// Spins before yielding while the writer waits for an event still being rendered: rendering one
+/// takes ~0.4 µs, so the wait is usually shorter than a trip through the scheduler.
+const RENDER_WAIT_SPINS: u32 = 200;
+
 impl Rendered {
+    /// Every event rendered at once.
     pub fn of(events: &[NewEvent]) -> Rendered {
-        let events = events
-            .iter()
-            .map(|event| {
-                // The fixed text and instants take ~140 bytes; only escapes could need more.
-                let estimate = event.data.get().len()
-                    + event.stream.len()
-                    + event.event_type.len()
-                    + event.actor.len()
-                    + 160;
-                let mut bytes = Vec::with_capacity(estimate);
-                // After "position": the id and the stream.
-                bytes.extend_from_slice(br#","event_id":""#);
-                bytes.extend_from_slice(
-                    event.event_id.hyphenated().encode_lower(&mut Uuid::encode_buffer()).as_bytes(),
-                );
-                bytes.extend_from_slice(br#"","stream":"#);
-                json_string(&mut bytes, &event.stream);
-                let first = bytes.len();
-                // After "version": the type and the effective time.
-                bytes.extend_from_slice(br#","type":"#);
-                json_string(&mut bytes, &event.event_type);
-                bytes.extend_from_slice(br#","effective_at":"#);
-                json_instant(&mut bytes, &event.effective_at);
-                let second = bytes.len();
-                // After "recorded_at": the actor and the data, and the end.
-                bytes.extend_from_slice(br#","actor":"#);
-                json_string(&mut bytes, &event.actor);
-                bytes.extend_from_slice(br#","data":"#);
-                bytes.extend_from_slice(event.data.get().as_bytes());
-                bytes.push(b'}');
-                (bytes, [first, second])
-            })
-            .collect();
-        Rendered { events }
+        let rendered = Rendered::pending(events.len());
+        rendered.fill(events);
+        rendered
     }
 
-    /// The parts of the `index`th event.
+    /// Slots for `count` events, none rendered yet: [`Rendered::fill`] must follow, on the
+    /// appending thread, for every one — the writer waits for each slot it reaches.
+    pub fn pending(count: usize) -> Rendered {
+        Rendered { events: (0..count).map(|_| OnceLock::new()).collect() }
+    }
+
+    /// Renders `events` into the slots, in order. Nothing in it can fail (it writes to `Vec`s),
+    /// so a writer waiting on a slot is never left waiting.
+    pub fn fill(&self, events: &[NewEvent]) {
+        debug_assert_eq!(events.len(), self.events.len());
+        for (slot, event) in self.events.iter().zip(events) {
+            let _ = slot.set(render(event));
+        }
+    }
+
+    /// The parts of the `index`th event, waiting for it to be rendered.
     fn parts(&self, index: usize) -> [&[u8]; 3] {
-        let (bytes, [first, second]) = &self.events[index];
+        let slot = &self.events[index];
+        let mut spins = 0;
+        let (bytes, [first, second]) = loop {
+            if let Some(event) = slot.get() {
+                break event;
+            }
+            if spins < RENDER_WAIT_SPINS {
+                spins += 1;
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        };
         [&bytes[..*first], &bytes[*first..*second], &bytes[*second..]]
     }
+}
+
+/// One event's bytes and where its first two parts end.
+fn render(event: &NewEvent) -> RenderedEvent {
+    // The fixed text and instants take ~140 bytes; only escapes could need more.
+    let estimate =
+        event.data.get().len() + event.stream.len() + event.event_type.len() + event.actor.len() + 160;
+    let mut bytes = Vec::with_capacity(estimate);
+    // After "position": the id and the stream.
+    bytes.extend_from_slice(br#","event_id":""#);
+    bytes.extend_from_slice(event.event_id.hyphenated().encode_lower(&mut Uuid::encode_buffer()).as_bytes());
+    bytes.extend_from_slice(br#"","stream":"#);
+    json_string(&mut bytes, &event.stream);
+    let first = bytes.len();
+    // After "version": the type and the effective time.
+    bytes.extend_from_slice(br#","type":"#);
+    json_string(&mut bytes, &event.event_type);
+    bytes.extend_from_slice(br#","effective_at":"#);
+    json_instant(&mut bytes, &event.effective_at);
+    let second = bytes.len();
+    // After "recorded_at": the actor and the data, and the end.
+    bytes.extend_from_slice(br#","actor":"#);
+    json_string(&mut bytes, &event.actor);
+    bytes.extend_from_slice(br#","data":"#);
+    bytes.extend_from_slice(event.data.get().as_bytes());
+    bytes.push(b'}');
+    (bytes, [first, second])
 }
 
 /// `text` as a JSON string, escaped as serde_json escapes it.
@@ -313,6 +351,38 @@ fn json_instant(out: &mut Vec<u8>, at: &DateTime<Utc>) {
             out.push(b'"');
         }
         None => json_string(out, &at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
+    }
+}
+
+/// What the writer gave a request's events: the appending thread, which kept them, makes their
+/// envelopes of it once the commit is durable — the writer neither moves them nor formats hashes.
+pub(crate) struct Stamped {
+    pub first_position: u64,
+    pub recorded_at: DateTime<Utc>,
+    /// Per event, in order: its version and chain hash.
+    pub stamps: Vec<(u64, [u8; 32])>,
+}
+
+impl Stamped {
+    /// The envelopes of `events`, the request these stamps are for.
+    pub fn envelopes(self, events: Vec<NewEvent>) -> Vec<Envelope> {
+        debug_assert_eq!(events.len(), self.stamps.len());
+        let recorded_at = self.recorded_at;
+        (self.first_position..)
+            .zip(events.into_iter().zip(self.stamps))
+            .map(|(position, (event, (version, hash)))| Envelope {
+                position,
+                event_id: event.event_id,
+                stream: event.stream,
+                version,
+                event_type: event.event_type,
+                effective_at: event.effective_at,
+                recorded_at,
+                actor: event.actor,
+                data: event.data,
+                hash: hash_hex(&hash),
+            })
+            .collect()
     }
 }
 
@@ -739,6 +809,38 @@ mod tests {
         recorded_at: &'a DateTime<Utc>,
         actor: &'a str,
         data: &'a RawValue,
+    }
+
+    /// The bytes of `count` sample events stamped and chained from `rendered`, chunk by chunk.
+    fn stamped_bytes(rendered: &Rendered, count: u64) -> Vec<Vec<u8>> {
+        let mut writer = ChunkWriter::default();
+        let mut previous = GENESIS_HASH;
+        let mut raws = Vec::new();
+        for position in 7..7 + count {
+            previous = writer.push(rendered, (position - 7) as usize, &stamp(position), &previous);
+            if writer.is_full() {
+                raws.push(writer.take(Vec::new()).expect("a full chunk").raw);
+            }
+        }
+        raws.extend(writer.take(Vec::new()).map(|chunk| chunk.raw));
+        raws
+    }
+
+    #[test]
+    fn events_rendered_while_being_stamped_give_the_same_bytes() {
+        let events: Vec<NewEvent> = (7..7 + 500).map(sample).collect();
+        let whole = stamped_bytes(&Rendered::of(&events), 500);
+        let rendered = std::sync::Arc::new(Rendered::pending(events.len()));
+        let filling = {
+            let (rendered, events) = (std::sync::Arc::clone(&rendered), events.clone());
+            std::thread::spawn(move || {
+                // Late, so that the stamping below waits for slots on its way.
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                rendered.fill(&events);
+            })
+        };
+        assert_eq!(stamped_bytes(&rendered, 500), whole);
+        filling.join().unwrap();
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::heads::{self, HeadMap};
 use crate::keys;
 use crate::limits::*;
 use crate::record::{self, Chunk, Envelope, NewEvent, GENESIS_HASH};
-use crate::writer::{HeadState, Job, Writer};
+use crate::writer::{Answer, HeadState, Job, Writer};
 use crate::{Result, StoreError};
 
 /// Where `recorded_at` comes from. Injected so tests can drive time; the store clamps it so that
@@ -169,20 +169,18 @@ impl Store {
     /// Appends atomically and durably; blocks the calling thread until the commit is on stable
     /// storage. Do not call from async code: use [`Store::append_async`].
     pub fn append(&self, request: AppendRequest) -> Result<Appended> {
-        let reply = self.enqueue(request)?;
-        reply.blocking_recv().map_err(|_| StoreError::Closed)?
+        self.enqueue(request)?.wait()
     }
 
     /// [`Store::append`] for async callers.
     pub async fn append_async(&self, request: AppendRequest) -> Result<Appended> {
-        let reply = self.enqueue(request)?;
-        reply.await.map_err(|_| StoreError::Closed)?
+        self.enqueue(request)?.wait_async().await
     }
 
     /// Queues an append now and returns a handle to wait for it later. Appends are committed in
     /// the order they are submitted, so a single writer can submit several and wait once.
     pub fn submit(&self, request: AppendRequest) -> Result<Submitted> {
-        Ok(Submitted(self.enqueue(request)?))
+        self.enqueue(request)
     }
 
     /// Checks a request as [`Store::submit`] does (sizes, names, keys), without queueing it.
@@ -205,22 +203,23 @@ impl Store {
         // server's writes cost two or three flushes in a row (BENCHMARKS.md, issue 5, eighth
         // session). Those after the refused one are neither checked nor rendered.
         let mut group = Vec::with_capacity(total);
-        let mut receivers = Vec::with_capacity(total);
+        let mut submitted = Vec::with_capacity(total);
         let mut refused: Option<StoreError> = None;
         for request in requests {
             if let Err(error) = check_request(&request) {
                 refused = Some(error);
                 break;
             }
-            let rendered = record::Rendered::of(&request.events);
-            let (reply, receiver) = oneshot::channel();
-            group.push(Job { request, rendered, reply });
-            receivers.push(receiver);
+            let rendered = Arc::new(record::Rendered::of(&request.events));
+            let request = Arc::new(request);
+            let (reply, answer) = oneshot::channel();
+            group.push(Job { request: Arc::clone(&request), rendered, reply });
+            submitted.push(Submitted { answer, request });
         }
-        let accepted = receivers.len();
+        let accepted = submitted.len();
         let mut answers = Vec::with_capacity(total);
         match self.queue(group) {
-            Ok(()) => answers.extend(receivers.into_iter().map(|receiver| Ok(Submitted(receiver)))),
+            Ok(()) => answers.extend(submitted.into_iter().map(Ok)),
             Err(error) => answers.extend((0..accepted).map(|_| Err(error.clone()))),
         }
         while answers.len() < total {
@@ -229,12 +228,22 @@ impl Store {
         answers
     }
 
-    fn enqueue(&self, request: AppendRequest) -> Result<oneshot::Receiver<Result<Appended>>> {
+    fn enqueue(&self, request: AppendRequest) -> Result<Submitted> {
         check_request(&request)?;
-        let rendered = record::Rendered::of(&request.events);
-        let (reply, receiver) = oneshot::channel();
-        self.queue(vec![Job { request, rendered, reply }])?;
-        Ok(receiver)
+        let count = request.events.len();
+        let request = Arc::new(request);
+        let (reply, answer) = oneshot::channel();
+        if count < RENDER_WHILE_STAMPING_EVENTS_MIN {
+            let rendered = Arc::new(record::Rendered::of(&request.events));
+            self.queue(vec![Job { request: Arc::clone(&request), rendered, reply }])?;
+        } else {
+            // Queued first, rendered after: the writer stamps each event as soon as it is
+            // rendered, on the other core (see `record::Rendered`).
+            let rendered = Arc::new(record::Rendered::pending(count));
+            self.queue(vec![Job { request: Arc::clone(&request), rendered: Arc::clone(&rendered), reply }])?;
+            rendered.fill(&request.events);
+        }
+        Ok(Submitted { answer, request })
     }
 
     /// Queues a group of appends for the writer, all or none.
@@ -411,16 +420,36 @@ impl Store {
 }
 
 /// An append queued by [`Store::submit`].
-pub struct Submitted(oneshot::Receiver<Result<Appended>>);
+pub struct Submitted {
+    answer: oneshot::Receiver<Result<Answer>>,
+    /// Its events, kept here for their envelopes.
+    request: Arc<AppendRequest>,
+}
 
 impl Submitted {
     /// Blocks until the append is durable (or refused). Not from async code: use `wait_async`.
     pub fn wait(self) -> Result<Appended> {
-        self.0.blocking_recv().map_err(|_| StoreError::Closed)?
+        let answer = self.answer.blocking_recv().map_err(|_| StoreError::Closed)?;
+        answer.map(|answer| appended(self.request, answer))
     }
 
     pub async fn wait_async(self) -> Result<Appended> {
-        self.0.await.map_err(|_| StoreError::Closed)?
+        let answer = self.answer.await.map_err(|_| StoreError::Closed)?;
+        answer.map(|answer| appended(self.request, answer))
+    }
+}
+
+/// The log's answer to `request` as its caller sees it: written events get their envelopes here,
+/// on the appending thread, of the request's own events (moved out: the writer has let go of
+/// them by the time it answers).
+fn appended(request: Arc<AppendRequest>, answer: Answer) -> Appended {
+    match answer {
+        Answer::Replayed(events) => Appended::Replayed(events),
+        Answer::Written(stamped) => {
+            let events =
+                Arc::try_unwrap(request).map_or_else(|shared| shared.events.clone(), |own| own.events);
+            Appended::Written(stamped.envelopes(events))
+        }
     }
 }
 
@@ -524,6 +553,11 @@ pub(crate) fn read_positions(tree: &sled::Tree, first: u64, count: u32) -> Resul
 /// hold the file for a moment after the last handle of a closed store is dropped, so a reopen in
 /// the same process (a restart in tests, a command after a close) may find it briefly locked. A
 /// lock held by another live process is still refused once the wait is over.
+/// Requests of this many events or more are queued before they are rendered, so that the writer
+/// stamps the first while the rest render; smaller ones render first (a few microseconds), and
+/// the writer never waits on them.
+const RENDER_WHILE_STAMPING_EVENTS_MIN: usize = 64;
+
 /// How the log configures sled (and `parts.rs` the sled it measures alone).
 pub(crate) fn sled_config(path: &Path, cache_capacity_bytes: u64) -> sled::Config {
     sled::Config::new()

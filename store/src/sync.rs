@@ -14,9 +14,8 @@ use tokio::sync::oneshot;
 
 use crate::heads;
 use crate::limits::HEADS_SNAPSHOT_EVERY_EVENTS;
-use crate::record::Envelope;
-use crate::store::{read_positions, Appended, Shared};
-use crate::writer::{poison_reason, set_poison, Flight, Poison, Staged};
+use crate::store::{read_positions, Shared};
+use crate::writer::{poison_reason, set_poison, Answer, Flight, Poison, Staged};
 use crate::{Result, StoreError};
 
 /// Applied commits made durable by one flush at most: bounds how long the first of them waits for
@@ -191,36 +190,22 @@ fn copy_of(error: &StoreError) -> StoreError {
     }
 }
 
-/// Answers every caller of a commit. Replays of a request written in the same commit get a copy
-/// of its events; replays of one in an earlier commit read them back (that commit is durable:
-/// commits are answered in order).
+/// Answers every caller of a commit. Replays of a request staged in this commit or an earlier one
+/// read its events back (this commit is durable, and commits are answered in order).
 fn answer(
     tree: &sled::Tree,
     staged: Vec<Staged>,
-    replies: Vec<oneshot::Sender<Result<Appended>>>,
+    replies: Vec<oneshot::Sender<Result<Answer>>>,
     durable: Result<()>,
 ) {
-    let replayed_in_commit: HashMap<usize, Vec<Envelope>> = staged
-        .iter()
-        .filter_map(|outcome| match outcome {
-            Staged::ReplayOfPending(first) => match &staged[*first] {
-                Staged::Written(events) => Some((*first, events.clone())),
-                _ => None,
-            },
-            _ => None,
-        })
-        .collect();
     for (reply, outcome) in replies.into_iter().zip(staged) {
         let answer = match (outcome, &durable) {
             (Staged::Failed(error), _) => Err(error),
             (_, Err(error)) => Err(copy_of(error)),
-            (Staged::Written(events), Ok(())) => Ok(Appended::Written(events)),
-            (Staged::Replayed(events), Ok(())) => Ok(Appended::Replayed(events)),
-            (Staged::ReplayOfPending(first), Ok(())) => {
-                Ok(Appended::Replayed(replayed_in_commit.get(&first).cloned().unwrap_or_default()))
-            }
-            (Staged::ReplayOfInFlight { first_position, count }, Ok(())) => {
-                read_positions(tree, first_position, count).map(Appended::Replayed)
+            (Staged::Written(stamped), Ok(())) => Ok(Answer::Written(stamped)),
+            (Staged::Replayed(events), Ok(())) => Ok(Answer::Replayed(events)),
+            (Staged::ReplayOfStaged { first_position, count }, Ok(())) => {
+                read_positions(tree, first_position, count).map(Answer::Replayed)
             }
         };
         // A caller that gave up waiting is not an error of the log.

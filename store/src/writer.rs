@@ -5,7 +5,9 @@
 //! 1. the **writer** (here) takes every append queued since its last commit (group commit),
 //!    checks each request in order against the log as it will stand after the requests before it
 //!    (so two appends in one commit see each other), stamps the accepted events and chains their
-//!    hashes, handing each chunk to the sealer as it fills;
+//!    hashes, handing each chunk to the sealer as it fills (the appending thread renders the
+//!    events — a large request's while the writer already stamps its first, `record::Rendered` —
+//!    and, once answered, makes their envelopes of the writer's stamps, `record::Stamped`);
 //! 2. the **sealer** (`seal.rs`) compresses, frames and inserts each chunk while the writer is
 //!    still stamping the next, and at the commit's end moves the commit mark (see the crate docs:
 //!    a commit is whole or absent after a crash);
@@ -33,9 +35,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::heads::{Head, HeadMap, StreamKey};
 use crate::keys;
 use crate::limits::COMMIT_EVENTS_MAX;
-use crate::record::{ChunkWriter, Envelope, RawChunk, Rendered, Stamp, GENESIS_HASH};
+use crate::record::{ChunkWriter, Envelope, RawChunk, Rendered, Stamp, Stamped, GENESIS_HASH};
 use crate::seal::Sealer;
-use crate::store::{AppendRequest, Appended, Clock, Shared};
+use crate::store::{AppendRequest, Clock, Shared};
 use crate::sync::Syncer;
 use crate::{Result, StoreError};
 
@@ -59,10 +61,19 @@ const SEAL_BACKLOG_CHUNKS: usize = 2;
 const SPARE_CHUNK_BUFFERS_MAX: usize = 2 * TO_SEAL_MESSAGES_MAX;
 
 pub(crate) struct Job {
-    pub request: AppendRequest,
+    /// Shared with the appending thread, which keeps its events: it renders them (perhaps while
+    /// the writer stamps the first) and, once answered, makes the envelopes of them.
+    pub request: Arc<AppendRequest>,
     /// The request's events, rendered by the appending thread.
-    pub rendered: Rendered,
-    pub reply: oneshot::Sender<Result<Appended>>,
+    pub rendered: Arc<Rendered>,
+    pub reply: oneshot::Sender<Result<Answer>>,
+}
+
+/// What the log answers an append with; the appending thread turns it into
+/// [`crate::Appended`] with its own events.
+pub(crate) enum Answer {
+    Written(Stamped),
+    Replayed(Vec<Envelope>),
 }
 
 /// Where the log ends: the next position, the hash it chains from, the last `recorded_at`.
@@ -141,7 +152,7 @@ pub(crate) struct Flight {
     /// Idempotency entries to write with the commit's chunks.
     pub idempotency: Vec<(Vec<u8>, [u8; SEEN_KEY_BYTES])>,
     pub staged: Vec<Staged>,
-    pub replies: Vec<oneshot::Sender<Result<Appended>>>,
+    pub replies: Vec<oneshot::Sender<Result<Answer>>>,
 }
 
 /// From the writer to the sealer, in commit order.
@@ -156,12 +167,11 @@ pub(crate) enum ToSeal {
 
 /// What one request in a commit comes to, before the commit is durable.
 pub(crate) enum Staged {
-    Written(Vec<Envelope>),
-    /// Same key and fingerprint as an earlier request in this very commit (by index).
-    ReplayOfPending(usize),
-    /// Same key and fingerprint as a request of an earlier commit still in flight: its events are
-    /// read back once that commit is durable (it is answered first).
-    ReplayOfInFlight {
+    Written(Stamped),
+    /// Same key and fingerprint as a request staged earlier in this commit or in one still in
+    /// flight: its events are read back once this commit is durable (and with it every earlier
+    /// one: commits are answered in order).
+    ReplayOfStaged {
         first_position: u64,
         count: u32,
     },
@@ -173,8 +183,6 @@ pub(crate) enum Staged {
 #[derive(Clone, Copy)]
 struct KeyedRequest {
     fingerprint: [u8; 32],
-    /// The request's index in its commit.
-    index: usize,
     first_position: u64,
     count: u32,
 }
@@ -363,9 +371,9 @@ impl Writer {
             idempotency: Vec::new(),
             writes: 0,
         };
-        for (index, job) in jobs.into_iter().enumerate() {
+        for job in jobs {
             let outcome = self
-                .stage(job.request, &job.rendered, index, recorded_at, &mut pending, output)?
+                .stage(&job.request, &job.rendered, recorded_at, &mut pending, output)?
                 .unwrap_or_else(Staged::Failed);
             flight.staged.push(outcome);
             flight.replies.push(job.reply);
@@ -390,14 +398,13 @@ impl Writer {
     /// before the first write is staged, so a refused request stages nothing.
     fn stage(
         &mut self,
-        request: AppendRequest,
+        request: &AppendRequest,
         rendered: &Rendered,
-        index: usize,
         recorded_at: DateTime<Utc>,
         pending: &mut Pending,
         output: &mut Output,
     ) -> std::result::Result<Result<Staged>, Gone> {
-        match self.check(&request, pending) {
+        match self.check(request, pending) {
             Ok(None) => {}
             Ok(Some(replay)) => return Ok(Ok(replay)),
             Err(error) => return Ok(Err(error)),
@@ -405,8 +412,9 @@ impl Writer {
         // Every check is done: from here on the request is staged whole.
         let first_position = pending.head.next_position;
         let count = u32::try_from(request.events.len()).expect("bounded by APPEND_EVENTS_MAX");
-        let mut envelopes = Vec::with_capacity(request.events.len());
-        for (event_index, event) in request.events.into_iter().enumerate() {
+        let mut stamped =
+            Stamped { first_position, recorded_at, stamps: Vec::with_capacity(request.events.len()) };
+        for (event_index, event) in request.events.iter().enumerate() {
             let (key, previous) = self.stream_head(&event.stream, pending);
             let stamp = Stamp {
                 position: pending.head.next_position,
@@ -422,18 +430,7 @@ impl Writer {
             let head = Head { version: stamp.version, position: stamp.position };
             pending.stream_heads.insert(key, head);
             pending.writes += 1;
-            envelopes.push(Envelope {
-                position: stamp.position,
-                event_id: event.event_id,
-                stream: event.stream,
-                version: stamp.version,
-                event_type: event.event_type,
-                effective_at: event.effective_at,
-                recorded_at,
-                actor: event.actor,
-                data: event.data,
-                hash: crate::record::hash_hex(&hash),
-            });
+            stamped.stamps.push((stamp.version, hash));
             pending.head.next_position += 1;
             pending.head.last_hash = hash;
             pending.head.last_recorded_at = recorded_at;
@@ -441,10 +438,10 @@ impl Writer {
         if let Some(key) = &request.idempotency {
             let seen = SeenKey { fingerprint: key.fingerprint, first_position, count };
             pending.idempotency.push((keys::idempotency_key(&key.key), seen.encode()));
-            let keyed = KeyedRequest { fingerprint: key.fingerprint, index, first_position, count };
+            let keyed = KeyedRequest { fingerprint: key.fingerprint, first_position, count };
             pending.keys.insert(key.key.clone(), keyed);
         }
-        Ok(Ok(Staged::Written(envelopes)))
+        Ok(Ok(Staged::Written(stamped)))
     }
 
     /// A request's idempotency key and expected versions against the log as it will stand:
@@ -456,7 +453,9 @@ impl Writer {
                 if reused(&earlier.fingerprint) {
                     return Err(StoreError::IdempotencyKeyReused);
                 }
-                return Ok(Some(Staged::ReplayOfPending(earlier.index)));
+                let replay =
+                    Staged::ReplayOfStaged { first_position: earlier.first_position, count: earlier.count };
+                return Ok(Some(replay));
             }
             // Newest first, then the tree: a commit leaves the flight only once it is applied.
             if let Some(earlier) = self.in_flight.iter().rev().find_map(|commit| commit.keys.get(&key.key)) {
@@ -464,7 +463,7 @@ impl Writer {
                     return Err(StoreError::IdempotencyKeyReused);
                 }
                 let replay =
-                    Staged::ReplayOfInFlight { first_position: earlier.first_position, count: earlier.count };
+                    Staged::ReplayOfStaged { first_position: earlier.first_position, count: earlier.count };
                 return Ok(Some(replay));
             }
             if let Some(seen) = lookup_idempotency(&self.shared.tree, &key.key)? {
