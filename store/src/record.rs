@@ -689,23 +689,25 @@ mod tests {
         }
     }
 
-    fn chunks(count: u64) -> Vec<(u64, Vec<u8>)> {
-        let events: Vec<NewEvent> = (7..7 + count).map(sample).collect();
-        let rendered = Rendered::of(&events);
+    /// `count` sample events from position 7, stamped and chained from `rendered` into chunks.
+    fn raw_chunks(rendered: &Rendered, count: u64) -> Vec<RawChunk> {
         let mut writer = ChunkWriter::default();
         let mut previous = GENESIS_HASH;
-        let mut sealed = Vec::new();
+        let mut raws = Vec::new();
         for position in 7..7 + count {
-            previous = writer.push(&rendered, (position - 7) as usize, &stamp(position), &previous);
+            previous = writer.push(rendered, (position - 7) as usize, &stamp(position), &previous);
             if writer.is_full() {
-                let chunk = writer.take(Vec::new()).expect("a full chunk");
-                sealed.push((chunk.first_position, chunk.seal()));
+                raws.push(writer.take(Vec::new()).expect("a full chunk"));
             }
         }
-        if let Some(chunk) = writer.take(Vec::new()) {
-            sealed.push((chunk.first_position, chunk.seal()));
-        }
-        sealed
+        raws.extend(writer.take(Vec::new()));
+        raws
+    }
+
+    fn chunks(count: u64) -> Vec<(u64, Vec<u8>)> {
+        let events: Vec<NewEvent> = (7..7 + count).map(sample).collect();
+        let raws = raw_chunks(&Rendered::of(&events), count);
+        raws.iter().map(|chunk| (chunk.first_position, chunk.seal())).collect()
     }
 
     #[test]
@@ -811,25 +813,13 @@ mod tests {
         data: &'a RawValue,
     }
 
-    /// The bytes of `count` sample events stamped and chained from `rendered`, chunk by chunk.
-    fn stamped_bytes(rendered: &Rendered, count: u64) -> Vec<Vec<u8>> {
-        let mut writer = ChunkWriter::default();
-        let mut previous = GENESIS_HASH;
-        let mut raws = Vec::new();
-        for position in 7..7 + count {
-            previous = writer.push(rendered, (position - 7) as usize, &stamp(position), &previous);
-            if writer.is_full() {
-                raws.push(writer.take(Vec::new()).expect("a full chunk").raw);
-            }
-        }
-        raws.extend(writer.take(Vec::new()).map(|chunk| chunk.raw));
-        raws
-    }
-
     #[test]
     fn events_rendered_while_being_stamped_give_the_same_bytes() {
         let events: Vec<NewEvent> = (7..7 + 500).map(sample).collect();
-        let whole = stamped_bytes(&Rendered::of(&events), 500);
+        let bytes = |rendered: &Rendered| -> Vec<Vec<u8>> {
+            raw_chunks(rendered, 500).into_iter().map(|chunk| chunk.raw).collect()
+        };
+        let whole = bytes(&Rendered::of(&events));
         let rendered = std::sync::Arc::new(Rendered::pending(events.len()));
         let filling = {
             let (rendered, events) = (std::sync::Arc::clone(&rendered), events.clone());
@@ -839,7 +829,7 @@ mod tests {
                 rendered.fill(&events);
             })
         };
-        assert_eq!(stamped_bytes(&rendered, 500), whole);
+        assert_eq!(bytes(&rendered), whole);
         filling.join().unwrap();
     }
 

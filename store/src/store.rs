@@ -233,14 +233,15 @@ impl Store {
         let count = request.events.len();
         let request = Arc::new(request);
         let (reply, answer) = oneshot::channel();
-        if count < RENDER_WHILE_STAMPING_EVENTS_MIN {
-            let rendered = Arc::new(record::Rendered::of(&request.events));
-            self.queue(vec![Job { request: Arc::clone(&request), rendered, reply }])?;
-        } else {
-            // Queued first, rendered after: the writer stamps each event as soon as it is
-            // rendered, on the other core (see `record::Rendered`).
-            let rendered = Arc::new(record::Rendered::pending(count));
-            self.queue(vec![Job { request: Arc::clone(&request), rendered: Arc::clone(&rendered), reply }])?;
+        let rendered = Arc::new(record::Rendered::pending(count));
+        // A large request is queued first and rendered after: the writer stamps each event as
+        // soon as it is rendered, on the other core (see `record::Rendered`).
+        let render_first = count < RENDER_WHILE_STAMPING_EVENTS_MIN;
+        if render_first {
+            rendered.fill(&request.events);
+        }
+        self.queue(vec![Job { request: Arc::clone(&request), rendered: Arc::clone(&rendered), reply }])?;
+        if !render_first {
             rendered.fill(&request.events);
         }
         Ok(Submitted { answer, request })
