@@ -204,7 +204,7 @@ fn answer(
             (_, Err(error)) => Err(copy_of(error)),
             (Staged::Written(stamped), Ok(())) => Ok(Answer::Written(stamped)),
             (Staged::Replayed(events), Ok(())) => Ok(Answer::Replayed(events)),
-            (Staged::ReplayOfStaged { first_position, count }, Ok(())) => {
+            (Staged::ReplayOfEarlier { first_position, count }, Ok(())) => {
                 read_positions(tree, first_position, count).map(Answer::Replayed)
             }
         };

@@ -171,7 +171,7 @@ pub(crate) enum Staged {
     /// Same key and fingerprint as a request staged earlier in this commit or in one still in
     /// flight: its events are read back once this commit is durable (and with it every earlier
     /// one: commits are answered in order).
-    ReplayOfStaged {
+    ReplayOfEarlier {
         first_position: u64,
         count: u32,
     },
@@ -454,7 +454,7 @@ impl Writer {
                     return Err(StoreError::IdempotencyKeyReused);
                 }
                 let replay =
-                    Staged::ReplayOfStaged { first_position: earlier.first_position, count: earlier.count };
+                    Staged::ReplayOfEarlier { first_position: earlier.first_position, count: earlier.count };
                 return Ok(Some(replay));
             }
             // Newest first, then the tree: a commit leaves the flight only once it is applied.
@@ -463,7 +463,7 @@ impl Writer {
                     return Err(StoreError::IdempotencyKeyReused);
                 }
                 let replay =
-                    Staged::ReplayOfStaged { first_position: earlier.first_position, count: earlier.count };
+                    Staged::ReplayOfEarlier { first_position: earlier.first_position, count: earlier.count };
                 return Ok(Some(replay));
             }
             if let Some(seen) = lookup_idempotency(&self.shared.tree, &key.key)? {
