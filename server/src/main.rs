@@ -383,13 +383,13 @@ fn serve(
             return ExitCode::FAILURE;
         }
     };
-    let state = app::AppState {
+    let state = app::AppState::new(app::Shared {
         live,
         processor: processor.clone(),
         tokens,
         metrics: Default::default(),
         limits: Arc::new(limits),
-    };
+    });
     runtime.block_on(async move {
         let listener = match tokio::net::TcpListener::bind(addr).await {
             Ok(listener) => listener,
@@ -478,13 +478,13 @@ fn local_writer(
         eprintln!("flowbook: cannot start the runtime");
         return Err(ExitCode::FAILURE);
     };
-    let state = app::AppState {
+    let state = app::AppState::new(app::Shared {
         live,
         processor,
         tokens: None,
         metrics: Default::default(),
         limits: Default::default(),
-    };
+    });
     Ok((runtime, state))
 }
 
