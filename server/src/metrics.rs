@@ -66,15 +66,29 @@ impl BatchSizes {
     }
 }
 
+/// Method → route → status → stats: nested so that a request finds its stats by `&str`, and
+/// only the first request of a kind allocates its labels (a `(String, String, u16)` key made
+/// two strings for every request, and `track` two more to pass them).
+type RequestStats = BTreeMap<String, BTreeMap<String, BTreeMap<u16, RouteStats>>>;
+
+/// `map`'s value at `key`, inserted (the one allocation of the key) if it is not there.
+fn entry_by_str<'a, V: Default>(map: &'a mut BTreeMap<String, V>, key: &str) -> &'a mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_owned(), V::default());
+    }
+    map.get_mut(key).expect("inserted above")
+}
+
 #[derive(Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, String, u16), RouteStats>>,
+    requests: Mutex<RequestStats>,
 }
 
 impl Metrics {
     fn record(&self, method: &str, route: &str, status: u16, seconds: f64) {
         let mut requests = self.requests.lock().expect("metrics lock");
-        let stats = requests.entry((method.to_owned(), route.to_owned(), status)).or_default();
+        let routes = entry_by_str(&mut requests, method);
+        let stats = entry_by_str(routes, route).entry(status).or_default();
         stats.count += 1;
         stats.sum_seconds += seconds;
         for (bucket, bound) in stats.buckets.iter_mut().zip(LATENCY_BUCKETS_SECONDS) {
@@ -89,7 +103,12 @@ impl Metrics {
         out.push_str("# HELP flowbook_http_requests_total HTTP requests by route and status.\n");
         out.push_str("# TYPE flowbook_http_request_duration_seconds histogram\n");
         let requests = self.requests.lock().expect("metrics lock");
-        for ((method, route, status), stats) in requests.iter() {
+        let each = requests.iter().flat_map(|(method, routes)| {
+            routes.iter().flat_map(move |(route, statuses)| {
+                statuses.iter().map(move |(status, stats)| (method, route, status, stats))
+            })
+        });
+        for (method, route, status, stats) in each {
             let labels = format!(r#"method="{method}",route="{route}",status="{status}""#);
             for (bound, count) in LATENCY_BUCKETS_SECONDS.iter().zip(stats.buckets) {
                 let _ = writeln!(
@@ -120,11 +139,12 @@ impl Metrics {
 /// Times every request (route = the matched path, never the raw one).
 pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().as_str().to_owned();
-    let route =
-        request.extensions().get::<MatchedPath>().map_or("unmatched", |path| path.as_str()).to_owned();
+    // Both shared, not copied: a standard method is a constant, a matched path an `Arc<str>`.
+    let method = request.method().clone();
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let response = next.run(request).await;
-    state.metrics.record(&method, &route, response.status().as_u16(), started.elapsed().as_secs_f64());
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    state.metrics.record(method.as_str(), route, response.status().as_u16(), started.elapsed().as_secs_f64());
     response
 }
 

@@ -5,7 +5,7 @@
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::{HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -340,12 +340,12 @@ fn created_id(events: &[flowbook_store::Envelope], field: &str) -> Option<Uuid> 
 
 /// The `Idempotency-Key` header, scoped to the actor; the fingerprint covers op and body.
 fn idempotency_key(
-    headers: &HeaderMap,
+    header: Option<&HeaderValue>,
     actor: &str,
     op: &str,
     body: &[u8],
 ) -> Result<Option<flowbook_store::IdempotencyKey>, ApiError> {
-    let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
+    let Some(value) = header else { return Ok(None) };
     let key = value.to_str().map_err(|_| ApiError::malformed("Idempotency-Key must be text"))?;
     if key.is_empty() || key.len() > 200 {
         return Err(ApiError::malformed("Idempotency-Key must be 1 to 200 characters"));
@@ -360,17 +360,32 @@ fn idempotency_key(
     }))
 }
 
+/// The `Idempotency-Key` header, the only one a write reads: taking the whole `HeaderMap` copied
+/// every header of every command.
+pub struct IdempotencyHeader(Option<HeaderValue>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for IdempotencyHeader {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(IdempotencyHeader(parts.headers.get("idempotency-key").cloned()))
+    }
+}
+
 /// Every `POST /v1/…` write: the op is the path after `/v1/`.
 pub async fn write(
     State(state): State<AppState>,
     Actor(actor): Actor,
     uri: Uri,
-    headers: HeaderMap,
+    IdempotencyHeader(header): IdempotencyHeader,
     ApiBody(body): ApiBody,
 ) -> Result<Response, ApiError> {
-    let op = uri.path().trim_start_matches("/v1/").to_owned();
-    let prepared = prepare(&state.live, &op, &body)?;
-    let idempotency = idempotency_key(&headers, &actor.name, &op, &body)?;
+    let op = uri.path().trim_start_matches("/v1/");
+    let prepared = prepare(&state.live, op, &body)?;
+    let idempotency = idempotency_key(header.as_ref(), &actor.name, op, &body)?;
     let answer = submit(&state, actor, prepared, idempotency).await?;
     Ok((StatusCode::CREATED, Json(answer)).into_response())
 }
