@@ -18,8 +18,9 @@ use crate::{reads, writes};
 pub const BODY_BYTES_MAX: usize = 1024 * 1024;
 
 /// What every handler shares, behind one `Arc`: axum clones the state for each layer that takes
-/// it and for the handler, several times a request, and one reference count is one atomic on a
-/// line both cores touch where five were five (~4 % of the 64-client bench's CPU, BENCHMARKS.md).
+/// it and for the handler, several times a request, and each clone is now one atomic reference
+/// count on a line both cores touch instead of five (~4 % of the 64-client bench's CPU,
+/// BENCHMARKS.md).
 #[derive(Clone)]
 pub struct AppState(Arc<Shared>);
 

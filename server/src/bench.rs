@@ -17,9 +17,9 @@
 //! 6. Disk bytes per event and peak memory.
 //!
 //! With `--postgres`, the same events go to PostgreSQL too (see `bench_postgres.rs`), each of its
-//! timed runs right after flowbook's own, and every timed run of either starts with the peer idle
-//! (its autovacuum done, a checkpoint taken: `Peer::settle`). Steps 2–4 (and the peer's runs) repeat `--rounds` times;
-//! the report keeps every round and gives their medians.
+//! timed runs right after flowbook's own; the peer settles after each of its runs (vacuum,
+//! checkpoint: `Peer::settle`), so every timed run of either starts with it idle. Steps 2–4 (and
+//! the peer's runs) repeat `--rounds` times; the report keeps every round and gives their medians.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -471,17 +471,14 @@ pub fn run(
             String::new()
         };
         let mut figures = Round::default();
-        settle(&mut peer)?;
         progress(&format!("append: the same events in transactions of 1,000, 1 appender{tag}"));
         figures.append_batched_1_per_s =
             append_batched(&options.dir.join("append-1"), &events, 1, seconds, options.cache_bytes)?;
-        settle(&mut peer)?;
         if let Some(peer) = &mut peer {
             progress(&format!("postgres: batched, 1 client{tag}"));
             figures.postgres_batched_1_per_s =
                 Some(peer.append_batched(&events, 1, seconds, round as u64)?);
         }
-        settle(&mut peer)?;
         progress(&format!("append: 4 appenders{tag}"));
         figures.append_batched_4_per_s = append_batched(
             &options.dir.join("append-4"),
@@ -490,17 +487,14 @@ pub fn run(
             seconds,
             options.cache_bytes,
         )?;
-        settle(&mut peer)?;
         if let Some(peer) = &mut peer {
             progress(&format!("postgres: batched, 4 clients{tag}"));
             figures.postgres_batched_4_per_s =
                 Some(peer.append_batched(&events, BATCH_APPENDERS, seconds, round as u64)?);
         }
-        settle(&mut peer)?;
         progress(&format!("physical bound: the same bytes, one fdatasync per 1,000 events{tag}"));
         (figures.physical_bound_per_s, figures.physical_fdatasyncs_per_s, report.event_bytes) =
             physical_bound(&options.dir, &events, seconds)?;
-        settle(&mut peer)?;
         progress(&format!(
             "sled alone: the log's sealed chunks, one flush and fdatasync per 1,000 events{tag}"
         ));
@@ -513,13 +507,11 @@ pub fn run(
         )
         .map_err(|e| e.to_string())?;
         figures.sled_alone_per_s = report.commit_parts.sled_events_per_s;
-        settle(&mut peer)?;
         progress(&format!("http: {} clients, one durable command a request{tag}", options.clients));
         let flat_out = http_clients(&addr, &with_contact(&members), seconds, None)?;
         figures.http_flat_out_per_s = flat_out.per_s;
         flat_outs.push(flat_out);
-        settle(&mut peer)?;
-        if let Some(peer) = &peer {
+        if let Some(peer) = &mut peer {
             progress(&format!("postgres: single-event commits, {} clients{tag}", options.clients));
             let single = peer.single_commits(&events, options.clients, seconds, round as u64)?;
             figures.postgres_single_commits_per_s = Some(single.per_s);
@@ -614,11 +606,6 @@ fn take_median(mut runs: Vec<Throughput>) -> Throughput {
 type Served = tokio::task::JoinHandle<std::io::Result<()>>;
 
 /// The API on a free loopback port until the sender fires.
-/// Every timed run, flowbook's or the peer's, starts with the peer idle (see `Peer::settle`).
-fn settle(peer: &mut Option<crate::bench_postgres::Peer>) -> Result<(), String> {
-    peer.as_mut().map_or(Ok(()), crate::bench_postgres::Peer::settle)
-}
-
 fn serve_in_background(
     state: &AppState,
     runtime: &tokio::runtime::Runtime,

@@ -155,14 +155,15 @@ impl Peer {
         Ok(Peer { url: url.to_owned(), client, version, synchronous_commit })
     }
 
-    /// Leaves the peer idle before a timed run — flowbook's or its own: waits for autovacuum
+    /// Leaves the peer idle after each of its timed runs, for the next — flowbook's or its own
+    /// (untimed; flowbook's runs leave the peer nothing to do): waits for autovacuum
     /// workers to finish (bounded by [`SETTLE_WAIT_MAX`]), vacuums and analyses the table itself
     /// (so that autovacuum, which looks once a minute, finds nothing due during the next run),
     /// then checkpoints. Without it, the checkpoint and vacuum that the peer's previous run left
     /// due write its gigabyte of dirty buffers during the next run, whosever it is; in one run on
     /// this machine the disk's bound measured right after the peer's batched appends fell to
     /// 596,000 events/s from 1,100,000 measured alone.
-    pub fn settle(&mut self) -> Result<(), String> {
+    fn settle(&mut self) -> Result<(), String> {
         let started = Instant::now();
         loop {
             let row = self
@@ -237,13 +238,15 @@ impl Peer {
         for worker in workers {
             worker.join().map_err(|_| "a PostgreSQL client panicked".to_owned())??;
         }
-        Ok(appended.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+        let per_s = appended.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+        self.settle()?;
+        Ok(per_s)
     }
 
     /// Each of `clients` connections commits one event at a time (autocommitted `INSERT`s) on a
     /// stream of its own.
     pub fn single_commits(
-        &self,
+        &mut self,
         events: &Arc<Vec<Envelope>>,
         clients: usize,
         seconds: f64,
@@ -283,10 +286,9 @@ impl Peer {
         for worker in workers {
             latencies.extend(worker.join().map_err(|_| "a PostgreSQL client panicked".to_owned())??);
         }
-        Ok(Throughput {
-            per_s: latencies.len() as f64 / started.elapsed().as_secs_f64(),
-            latency: Latency::of(latencies),
-        })
+        let per_s = latencies.len() as f64 / started.elapsed().as_secs_f64();
+        self.settle()?;
+        Ok(Throughput { per_s, latency: Latency::of(latencies) })
     }
 
     /// The comparable read (one member's stream, in order) and the table's bytes per event; the
