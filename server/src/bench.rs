@@ -337,7 +337,10 @@ impl Connection {
         }
         let mut body = vec![0; length];
         self.reader.read_exact(&mut body)?;
-        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+        // Checked, not converted lossily: the lossy walk was most of this client's instructions.
+        let body = String::from_utf8(body)
+            .unwrap_or_else(|bad| String::from_utf8_lossy(bad.as_bytes()).into_owned());
+        Ok((status, body))
     }
 }
 
