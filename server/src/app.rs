@@ -165,9 +165,18 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(crate::openapi::json))
         .route("/docs", get(crate::openapi::docs))
         .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), authenticate))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::track))
-        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::guard::admit))
+        // Every request's middleware, outermost first: admission (limits, request id, timeout),
+        // the body limit, metrics, authentication. As one layer, not four: `Router::layer` wraps
+        // each route in a boxed service per call, and each box is cloned again for every request
+        // at every level below it — four calls cost ~34 allocations a request, a third of a
+        // 64-client write's (callgrind, BENCHMARKS.md). Still a router layer, so `track` sees
+        // the matched path.
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(axum::middleware::from_fn_with_state(state.clone(), crate::guard::admit))
+                .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+                .layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::track))
+                .layer(axum::middleware::from_fn_with_state(state.clone(), authenticate)),
+        )
         .with_state(state)
 }
