@@ -19,6 +19,7 @@ if [ ! -x "$PG_BIN/initdb" ]; then
     apt-get install -y -qq postgresql-15 > /dev/null
 fi
 
+mkdir -p target  # a fresh clone has none yet
 work=$(mktemp -d "$PWD/target/bench-vs-postgres.XXXXXX")
 cluster="$work/pg"
 run_as_postgres() {
