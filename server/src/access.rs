@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
+use std::sync::{Arc, LazyLock};
 
 use axum::http::StatusCode;
 use flowbook_core::{BranchId, CommandBody, DiscoverySubject, MemberId, World};
@@ -37,9 +38,17 @@ pub struct Principal {
 }
 
 impl Principal {
-    /// Local mode: everyone is `local`, with the admin role.
-    pub fn local() -> Principal {
-        Principal { name: flowbook_core::LOCAL_ACTOR.into(), role: Role::Admin, branches: BTreeSet::new() }
+    /// Local mode: everyone is `local`, with the admin role. One principal for the process:
+    /// a request carries a reference to it to the processor, not a copy of its own.
+    pub fn local() -> Arc<Principal> {
+        static LOCAL: LazyLock<Arc<Principal>> = LazyLock::new(|| {
+            Arc::new(Principal {
+                name: flowbook_core::LOCAL_ACTOR.into(),
+                role: Role::Admin,
+                branches: BTreeSet::new(),
+            })
+        });
+        Arc::clone(&LOCAL)
     }
 }
 
@@ -88,9 +97,10 @@ impl AuthFile {
     }
 }
 
-/// Token hashes to principals, for the server.
+/// Token hashes to principals, for the server. Each principal is shared by the requests made
+/// with its token (its branches are a set: a copy a request would be an allocation per branch).
 #[derive(Debug, Clone)]
-pub struct Tokens(HashMap<String, Principal>);
+pub struct Tokens(HashMap<String, Arc<Principal>>);
 
 impl Tokens {
     pub fn from_file(file: &AuthFile) -> Tokens {
@@ -98,11 +108,11 @@ impl Tokens {
             file.tokens
                 .iter()
                 .map(|entry| {
-                    let principal = Principal {
+                    let principal = Arc::new(Principal {
                         name: entry.name.clone(),
                         role: entry.role,
                         branches: entry.branches.iter().copied().collect(),
-                    };
+                    });
                     (entry.sha256.to_ascii_lowercase(), principal)
                 })
                 .collect(),
@@ -110,7 +120,7 @@ impl Tokens {
     }
 
     /// The principal of an `Authorization` header value.
-    pub fn authenticate(&self, header: Option<&str>) -> Result<Principal, ApiError> {
+    pub fn authenticate(&self, header: Option<&str>) -> Result<Arc<Principal>, ApiError> {
         let unauthenticated =
             || ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "a valid bearer token is required");
         let token = header.and_then(|value| value.strip_prefix("Bearer ")).ok_or_else(unauthenticated)?;

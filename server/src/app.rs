@@ -48,7 +48,7 @@ impl std::ops::Deref for AppState {
 }
 
 /// The acting principal, put in the request by [`authenticate`].
-pub struct Actor(pub Principal);
+pub struct Actor(pub Arc<Principal>);
 
 impl<S: Send + Sync> FromRequestParts<S> for Actor {
     type Rejection = ApiError;
@@ -57,7 +57,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Actor {
         parts: &mut axum::http::request::Parts,
         _: &S,
     ) -> Result<Self, Self::Rejection> {
-        parts.extensions.get::<Principal>().cloned().map(Actor).ok_or_else(|| {
+        parts.extensions.get::<Arc<Principal>>().cloned().map(Actor).ok_or_else(|| {
             ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "a valid bearer token is required")
         })
     }

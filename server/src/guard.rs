@@ -97,7 +97,9 @@ fn request_id(request: &Request) -> HeaderValue {
         })
         .cloned()
         .unwrap_or_else(|| {
-            HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()).expect("a UUID is a header value")
+            let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+            let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
+            HeaderValue::from_str(id).expect("a UUID is a header value")
         })
 }
 

@@ -39,7 +39,7 @@ pub const SWEEP_LETTERS_PER_STEP: usize = 500;
 
 /// One write, as the HTTP layer hands it over.
 pub struct Write {
-    pub principal: Principal,
+    pub principal: Arc<Principal>,
     pub command: Command,
     /// The member stream's version the client expects (`expected_version`).
     pub expected_version: Option<(StreamId, u64)>,
@@ -223,8 +223,8 @@ impl State {
                         let _ = write.reply.send(Err(error));
                         continue;
                     }
-                    let actor = write.principal.name.clone();
-                    let context = Context { now: Utc::now(), actor: &actor, config: &self.config };
+                    let actor = write.principal.name.as_str();
+                    let context = Context { now: Utc::now(), actor, config: &self.config };
                     let events = match decide(&self.world, &write.command, &context) {
                         Ok(events) => events,
                         Err(rejection) => {
@@ -232,11 +232,10 @@ impl State {
                             continue;
                         }
                     };
-                    let key = write.idempotency.clone();
-                    match self.decided(&actor, &events, key.clone(), &mut next_position, &mut pending) {
+                    match self.decided(actor, &events, write.idempotency, &mut next_position, &mut pending) {
                         Ok(append) => {
-                            if let Some(key) = key {
-                                keys.insert(key.key, (key.fingerprint, outcomes.len()));
+                            if let Some(key) = &append.idempotency {
+                                keys.insert(key.key.clone(), (key.fingerprint, outcomes.len()));
                             }
                             outcomes.push(Outcome::Submitted(write.reply));
                             appends.push(append);
@@ -312,9 +311,9 @@ impl State {
                 data: event.data.clone(),
             };
             *next_position += 1;
-            pending.push(recorded.clone());
-            let live = &self.live;
-            self.world.apply(&recorded, |member| member_history(live, member, pending));
+            pending.push(recorded);
+            let (live, recorded) = (&self.live, pending.last().expect("just pushed"));
+            self.world.apply(recorded, |member| member_history(live, member, pending));
         }
         Ok(request)
     }

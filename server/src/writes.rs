@@ -3,6 +3,8 @@
 //! ids the client did not supply), and the processor decides it. Answers `201 {"events": [...]}`
 //! with the created id where one was created.
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, Uri};
@@ -295,7 +297,7 @@ fn prepare_discovery(body: &[u8]) -> Result<Prepared, ApiError> {
 /// Submits a prepared write as `principal`, with an optional idempotency key.
 pub async fn submit(
     state: &AppState,
-    principal: Principal,
+    principal: Arc<Principal>,
     prepared: Prepared,
     idempotency: Option<flowbook_store::IdempotencyKey>,
 ) -> Result<WriteAnswer, ApiError> {
@@ -431,7 +433,7 @@ pub async fn import(
 /// rejections (lines numbered from 1). `progress` hears how many writes have been answered.
 pub async fn import_lines(
     state: &AppState,
-    actor: &Principal,
+    actor: &Arc<Principal>,
     text: &[u8],
     progress: &mut (dyn FnMut(u64) + Send),
 ) -> (u64, Vec<Value>) {
@@ -474,7 +476,7 @@ pub async fn import_lines(
 /// (so that writes queued together share a batch and its one durable flush).
 pub async fn queue(
     state: &AppState,
-    principal: Principal,
+    principal: Arc<Principal>,
     op: &str,
     body: &[u8],
 ) -> Result<tokio::sync::oneshot::Receiver<Result<Written, ApiError>>, ApiError> {
