@@ -7,10 +7,11 @@
 #
 # Runs `flowbook bench` under callgrind with instrumentation off, switches it on when the bench
 # announces its flat-out HTTP phase and off when that phase ends, then prints the phase's
-# instructions per command (server, client threads and kernel-entry stubs alike: the bench's
+# instructions per command (user space only; server and client threads alike: the bench's
 # clients run in the same process), the same without SHA-256's software rounds (valgrind's CPU has
 # no SHA extensions, so the chain costs ~3× what it does natively), and the allocator calls per
-# command. Compare two builds by running it on each: the counts move by well under 1 % run to run.
+# command. A count moves by up to ~10 % run to run (under valgrind the batches' sizes follow its
+# scheduling), so compare the means of several runs of each build, alternating.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
