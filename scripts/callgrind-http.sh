@@ -15,7 +15,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-binary=${1:-target/release/flowbook}
+default_binary=target/release/flowbook
+binary=${1:-$default_binary}
 members=${2:-2000}
 seconds=${3:-3}
 command -v valgrind > /dev/null || {
@@ -23,7 +24,8 @@ command -v valgrind > /dev/null || {
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq && apt-get install -y -qq valgrind > /dev/null
 }
-[ -x "$binary" ] || cargo build --release --locked -p flowbook-server
+[ "$binary" = "$default_binary" ] && cargo build --release --locked -p flowbook-server
+[ -x "$binary" ] || { echo "callgrind-http: no binary at $binary"; exit 2; }
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/callgrind-http.XXXXXX")
 trap '[ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
@@ -33,21 +35,21 @@ valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" \
     "$binary" bench --dir "$work/bench" --members "$members" --seconds "$seconds" --rounds 1 \
     --json "$work/report.json" > /dev/null 2> "$work/stderr" &
 grind=$!
-# Follow the bench's phases as it announces them.
-phase_seen() { grep -q "bench: $1" "$work/stderr" 2> /dev/null; }
-until phase_seen "http: [0-9]* clients"; do
-    kill -0 "$grind" 2> /dev/null || { cat "$work/stderr"; exit 1; }
-    sleep 0.2
-done
+# Follow the bench's phases as it announces them; a bench that ends first shows why.
+wait_for_phase() {
+    until grep -q "bench: $1" "$work/stderr" 2> /dev/null; do
+        kill -0 "$grind" 2> /dev/null || { cat "$work/stderr"; exit 1; }
+        sleep 0.2
+    done
+}
+wait_for_phase "http: [0-9]* clients"
 callgrind_control -i on "$grind" > /dev/null
-until phase_seen "http: half"; do
-    kill -0 "$grind" 2> /dev/null || { cat "$work/stderr"; exit 1; }
-    sleep 0.2
-done
+wait_for_phase "http: half"
 callgrind_control -i off "$grind" > /dev/null
 wait "$grind"
 
 commands=$(sed -n '/"http_flat_out"/,/}/p' "$work/report.json" | grep -o '"samples": *[0-9]*' | grep -o '[0-9]*$')
+[ "${commands:-0}" -gt 0 ] || { echo "callgrind-http: the HTTP phase answered no commands"; exit 1; }
 # (callgrind_annotate warns about the file's "summary: 0", written because counting starts off.)
 callgrind_annotate --threshold=100 "$out" > "$work/annotated" 2> /dev/null
 total=$(grep 'PROGRAM TOTALS' "$work/annotated" | awk '{gsub(",", "", $1); print $1}')
