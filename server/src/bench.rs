@@ -4,8 +4,11 @@
 //! 1. **Build**: the demo's district, at the size asked for, written through the import path
 //!    (every command decided by the rules, appended durably in batches).
 //! 2. **Batched append**: the district's own events appended again, as they are, to a fresh log in
-//!    transactions of 1,000 events, by 1 and by 4 appenders — the workload an event store's
-//!    importer runs, and what a PostgreSQL event store is compared on.
+//!    transactions of 1,000 events — the workload an event store's importer runs, and what a
+//!    PostgreSQL event store is compared on: by 1 appender waiting for each transaction, by 1
+//!    keeping `--in-flight` transactions submitted (an importer's way: the log stamps and seals
+//!    the next while the disk makes the last durable; each is still answered, in order, only
+//!    once durable) and by 4 appenders waiting for each.
 //! 3. **The physical bound**: the same events' bytes written sequentially with one `fdatasync` per
 //!    1,000 — what the disk allows for that workload; and **sled alone**: the log's own sealed
 //!    chunks of those events given to sled as the log gives them (inserts, mark, flush,
@@ -21,6 +24,7 @@
 //! checkpoint: `Peer::settle`), so every timed run of either starts with it idle. Steps 2–4 (and
 //! the peer's runs) repeat `--rounds` times; the report keeps every round and gives their medians.
 
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -31,7 +35,9 @@ use std::time::{Duration, Instant};
 use chrono::{TimeDelta, Utc};
 use flowbook_core::MemberStatus;
 use flowbook_projections::{At, FlowGrouping, Live};
-use flowbook_store::{AppendRequest, CommitParts, Envelope, NewEvent, Store, StoreOptions, PARTS_EVENTS_MAX};
+use flowbook_store::{
+    AppendRequest, CommitParts, Envelope, NewEvent, Store, StoreOptions, Submitted, PARTS_EVENTS_MAX,
+};
 use rand::seq::IndexedRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -44,6 +50,16 @@ pub const BATCH_EVENTS: usize = 1_000;
 
 /// Concurrent appenders of the second batched run (and PostgreSQL clients).
 pub const BATCH_APPENDERS: usize = 4;
+
+/// Transactions the pipelined appender keeps in flight by default: while the disk makes one
+/// durable, the log stamps and seals the next (`--in-flight`). 4 rather than 2: in three
+/// alternating runs of 2, 4 and 8, 4 and 8 kept both cores busier than 2 (BENCHMARKS.md,
+/// issue 5, sixteenth session).
+pub const PIPELINE_IN_FLIGHT: usize = 4;
+
+/// The most `--in-flight` takes: the log's queue holds this many and more, and beyond a few the
+/// only change is memory.
+pub const PIPELINE_IN_FLIGHT_MAX: usize = 16;
 
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
@@ -60,6 +76,8 @@ pub struct BenchOptions {
     /// Times the timed comparisons run, each of flowbook's workloads followed at once by the
     /// peer's; the report gives each round and their medians.
     pub rounds: usize,
+    /// Transactions the pipelined appender keeps submitted and not yet durable.
+    pub in_flight: usize,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -93,7 +111,11 @@ pub struct Report {
     pub events: u64,
     pub build_commands_per_s: f64,
     pub build_events_per_s: f64,
+    /// One appender waiting for each transaction before the next.
     pub append_batched_1_per_s: f64,
+    /// One appender keeping `append_in_flight` transactions submitted and not yet durable.
+    pub append_pipelined_1_per_s: f64,
+    pub append_in_flight: usize,
     pub append_batched_4_per_s: f64,
     pub physical_bound_per_s: f64,
     pub physical_fdatasyncs_per_s: f64,
@@ -125,6 +147,8 @@ pub struct Report {
 pub struct Round {
     pub append_batched_1_per_s: f64,
     pub postgres_batched_1_per_s: Option<f64>,
+    pub append_pipelined_1_per_s: f64,
+    pub postgres_pipelined_1_per_s: Option<f64>,
     pub append_batched_4_per_s: f64,
     pub postgres_batched_4_per_s: Option<f64>,
     pub physical_bound_per_s: f64,
@@ -217,11 +241,13 @@ pub fn copy_stream(stream: &str, round: u64) -> String {
 }
 
 /// Appends copies of `events` in transactions of [`BATCH_EVENTS`] from `appenders` threads for
-/// `seconds`; answers events per second.
+/// `seconds`, each thread keeping up to `in_flight` of its transactions submitted and not yet
+/// answered (1: it waits for each before the next); answers events per second made durable.
 fn append_batched(
     dir: &Path,
     events: &Arc<Vec<Envelope>>,
     appenders: usize,
+    in_flight: usize,
     seconds: f64,
     cache_bytes: u64,
 ) -> Result<f64, String> {
@@ -234,21 +260,36 @@ fn append_batched(
             let (store, stop, appended, events) =
                 (Arc::clone(&store), Arc::clone(&stop), Arc::clone(&appended), Arc::clone(events));
             std::thread::spawn(move || -> Result<(), String> {
+                // Answered in the order submitted (the log commits in that order), so the oldest
+                // is the one to wait for.
+                let mut waiting: VecDeque<Submitted> = VecDeque::with_capacity(in_flight);
+                let settle_oldest = |waiting: &mut VecDeque<Submitted>| -> Result<(), String> {
+                    let oldest = waiting.pop_front().expect("a transaction in flight");
+                    let count = oldest.wait().map_err(|e| e.to_string())?.events().len();
+                    appended.fetch_add(count as u64, Ordering::Relaxed);
+                    Ok(())
+                };
                 // Each appender writes its own rounds, so no two touch the same stream.
                 let mut round = 1 + worker as u64;
-                while !stop.load(Ordering::Relaxed) {
+                'run: loop {
                     for batch in events.chunks(BATCH_EVENTS) {
                         if stop.load(Ordering::Relaxed) {
-                            break;
+                            break 'run;
                         }
                         let request = AppendRequest {
                             events: batch.iter().map(|event| copy_of(event, round)).collect(),
                             ..Default::default()
                         };
-                        store.append(request).map_err(|e| e.to_string())?;
-                        appended.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                        waiting.push_back(store.submit(request).map_err(|e| e.to_string())?);
+                        if waiting.len() >= in_flight.max(1) {
+                            settle_oldest(&mut waiting)?;
+                        }
                     }
                     round += appenders as u64;
+                }
+                // What is still in flight counts once durable, and the time it takes counts too.
+                while !waiting.is_empty() {
+                    settle_oldest(&mut waiting)?;
                 }
                 Ok(())
             })
@@ -490,17 +531,38 @@ pub fn run(
         let mut figures = Round::default();
         progress(&format!("append: the same events in transactions of 1,000, 1 appender{tag}"));
         figures.append_batched_1_per_s =
-            append_batched(&options.dir.join("append-1"), &events, 1, seconds, options.cache_bytes)?;
+            append_batched(&options.dir.join("append-1"), &events, 1, 1, seconds, options.cache_bytes)?;
         if let Some(peer) = &mut peer {
             progress(&format!("postgres: batched, 1 client{tag}"));
             figures.postgres_batched_1_per_s =
                 Some(peer.append_batched(&events, 1, seconds, round as u64)?);
+        }
+        progress(&format!(
+            "append: 1 appender, {} transactions in flight, as an importer keeps them{tag}",
+            options.in_flight
+        ));
+        figures.append_pipelined_1_per_s = append_batched(
+            &options.dir.join("append-1-pipelined"),
+            &events,
+            1,
+            options.in_flight,
+            seconds,
+            options.cache_bytes,
+        )?;
+        if let Some(peer) = &mut peer {
+            progress(&format!(
+                "postgres: batched, 1 client, {} transactions pipelined{tag}",
+                options.in_flight
+            ));
+            figures.postgres_pipelined_1_per_s =
+                Some(peer.append_pipelined(&events, options.in_flight, seconds, round as u64)?);
         }
         progress(&format!("append: 4 appenders{tag}"));
         figures.append_batched_4_per_s = append_batched(
             &options.dir.join("append-4"),
             &events,
             BATCH_APPENDERS,
+            1,
             seconds,
             options.cache_bytes,
         )?;
@@ -538,6 +600,8 @@ pub fn run(
     }
     let of_rounds = |figure: fn(&Round) -> f64| median(report.rounds.iter().map(figure).collect());
     report.append_batched_1_per_s = of_rounds(|r| r.append_batched_1_per_s);
+    report.append_pipelined_1_per_s = of_rounds(|r| r.append_pipelined_1_per_s);
+    report.append_in_flight = options.in_flight;
     report.append_batched_4_per_s = of_rounds(|r| r.append_batched_4_per_s);
     report.physical_bound_per_s = of_rounds(|r| r.physical_bound_per_s);
     report.physical_fdatasyncs_per_s = of_rounds(|r| r.physical_fdatasyncs_per_s);
@@ -602,6 +666,7 @@ pub fn run(
         report.postgres = Some(peer.finish(
             options.seed,
             of_rounds(|r| r.postgres_batched_1_per_s),
+            of_rounds(|r| r.postgres_pipelined_1_per_s),
             of_rounds(|r| r.postgres_batched_4_per_s),
             take_median(peer_single_commits),
         )?);
@@ -654,7 +719,14 @@ pub fn table(report: &Report) -> String {
         "build through the rules (import path)",
         format!("{:.0} commands/s, {:.0} events/s", report.build_commands_per_s, report.build_events_per_s),
     );
-    row("batched append, 1 appender", format!("{:.0} events/s", report.append_batched_1_per_s));
+    row(
+        "batched append, 1 appender, waiting for each transaction",
+        format!("{:.0} events/s", report.append_batched_1_per_s),
+    );
+    row(
+        &format!("batched append, 1 appender, {} transactions in flight", report.append_in_flight),
+        format!("{:.0} events/s", report.append_pipelined_1_per_s),
+    );
     row("batched append, 4 appenders", format!("{:.0} events/s", report.append_batched_4_per_s));
     row(
         "physical bound (same bytes, fdatasync per 1,000)",

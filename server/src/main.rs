@@ -179,6 +179,10 @@ enum Command {
         /// with --postgres, the peer's right after each); the report gives each and the medians.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
         rounds: u32,
+        /// Transactions the pipelined appender keeps submitted and not yet durable, as an
+        /// importer does (the other appenders wait for each).
+        #[arg(long, default_value_t = bench::PIPELINE_IN_FLIGHT as u32, value_parser = clap::value_parser!(u32).range(2..=bench::PIPELINE_IN_FLIGHT_MAX as i64))]
+        in_flight: u32,
     },
     /// Rebuild every projection from the log, with progress, and report how long it took.
     Rebuild {
@@ -236,21 +240,31 @@ fn main() -> ExitCode {
         }
         Command::Verify { data } => verify(&data),
         Command::Rebuild { data } => rebuild(&data),
-        Command::Bench { dir, members, clients, seconds, seed, json, postgres, cache_mib, rounds } => {
-            bench_command(
-                bench::BenchOptions {
-                    dir,
-                    members: members as usize,
-                    clients: clients as usize,
-                    seconds,
-                    seed,
-                    postgres,
-                    cache_bytes: cache_mib << 20,
-                    rounds: rounds as usize,
-                },
-                json.as_deref(),
-            )
-        }
+        Command::Bench {
+            dir,
+            members,
+            clients,
+            seconds,
+            seed,
+            json,
+            postgres,
+            cache_mib,
+            rounds,
+            in_flight,
+        } => bench_command(
+            bench::BenchOptions {
+                dir,
+                members: members as usize,
+                clients: clients as usize,
+                seconds,
+                seed,
+                postgres,
+                cache_bytes: cache_mib << 20,
+                rounds: rounds as usize,
+                in_flight: in_flight as usize,
+            },
+            json.as_deref(),
+        ),
         Command::Demo { data, seed, members, end } => {
             demo_command(&data, seed, members as usize, end.as_deref())
         }
