@@ -266,12 +266,14 @@ fn demo_writes_a_whole_district_the_same_way_for_the_same_seed() {
     assert_eq!((code, err.lines().count()), (2, 1), "{err}");
 }
 
-#[test]
-fn bench_runs_every_workload_in_seconds_and_writes_its_report() {
-    let dir = tempfile::tempdir().unwrap();
-    let scratch = dir.path().join("scratch");
-    let report = dir.path().join("report.json");
-    let (code, out, err) = flowbook(&[
+/// `flowbook bench` at its smallest: 300 members, 8 clients, 0.3 s a workload, 2 rounds, its
+/// report written to `report`; `extra` flags after those.
+fn seconds_long_bench(
+    scratch: &std::path::Path,
+    report: &std::path::Path,
+    extra: &[&str],
+) -> (i32, String, String) {
+    let mut args = vec![
         "bench",
         "--dir",
         scratch.to_str().unwrap(),
@@ -285,15 +287,26 @@ fn bench_runs_every_workload_in_seconds_and_writes_its_report() {
         "2",
         "--json",
         report.to_str().unwrap(),
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    flowbook(&args)
+}
+
+#[test]
+fn bench_runs_every_workload_in_seconds_and_writes_its_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let (scratch, report) = (dir.path().join("scratch"), dir.path().join("report.json"));
+    let (code, out, err) = seconds_long_bench(&scratch, &report, &["--in-flight", "3"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("| timed workloads | 2 rounds; their medians below |"), "{out}");
     assert!(out.contains("| batched append, 4 appenders |") && out.contains("| rebuild |"), "{out}");
+    assert!(out.contains("| batched append, 1 appender, 3 transactions in flight |"), "{out}");
     assert!(!scratch.exists(), "the scratch directory is removed");
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     for figure in [
         "build_events_per_s",
         "append_batched_1_per_s",
+        "append_pipelined_1_per_s",
         "append_batched_4_per_s",
         "physical_bound_per_s",
         "sled_alone_per_s",
@@ -317,6 +330,7 @@ fn bench_runs_every_workload_in_seconds_and_writes_its_report() {
     assert!(out.contains("| sled alone ("), "{out}");
     assert!(report["http_flat_out"]["per_s"].as_f64().unwrap() > 0.0);
     assert!(report["history"]["samples"].as_u64().unwrap() > 0);
+    assert_eq!(report["append_in_flight"], 3, "--in-flight is the pipelined appender's window");
     assert!(report["postgres"].is_null(), "no PostgreSQL unless asked");
     let rounds = report["rounds"].as_array().expect("the rounds are listed");
     assert_eq!(rounds.len(), 2, "{report}");
@@ -325,6 +339,7 @@ fn bench_runs_every_workload_in_seconds_and_writes_its_report() {
     for round in rounds {
         for figure in [
             "append_batched_1_per_s",
+            "append_pipelined_1_per_s",
             "append_batched_4_per_s",
             "physical_bound_per_s",
             "sled_alone_per_s",
@@ -342,6 +357,9 @@ fn bench_runs_every_workload_in_seconds_and_writes_its_report() {
     std::fs::create_dir_all(busy.join("something")).unwrap();
     let (code, _, err) = flowbook(&["bench", "--dir", busy.to_str().unwrap()]);
     assert_eq!((code, err.lines().count()), (2, 1), "a non-empty scratch directory is refused: {err}");
+    let (code, _, err) = flowbook(&["bench", "--dir", scratch.to_str().unwrap(), "--in-flight", "1"]);
+    assert_eq!(code, 2, "a window of one is the waiting appender, not a pipeline: {err}");
+    assert!(!scratch.exists(), "a refused bench makes nothing");
     let (code, _, err) = flowbook(&[
         "bench",
         "--dir",
@@ -357,4 +375,43 @@ fn bench_runs_every_workload_in_seconds_and_writes_its_report() {
     ]);
     assert_eq!(code, 1, "an unreachable PostgreSQL is one clear failure: {err}");
     assert!(err.contains("cannot connect to PostgreSQL"), "{err}");
+}
+
+/// The comparison with PostgreSQL, seconds long: every peer workload runs and lands in the
+/// report and the table. Needs a PostgreSQL server: `.ci/run` runs it inside
+/// `scripts/with-postgres.sh`, which starts a throwaway one and sets `FLOWBOOK_POSTGRES`.
+#[test]
+#[ignore = "needs a PostgreSQL server: scripts/with-postgres.sh cargo test -p flowbook-server --test cli -- --ignored"]
+fn bench_runs_the_postgres_peer_beside_flowbook() {
+    let url = std::env::var("FLOWBOOK_POSTGRES")
+        .expect("FLOWBOOK_POSTGRES names the server (scripts/with-postgres.sh)");
+    let dir = tempfile::tempdir().unwrap();
+    let (scratch, report) = (dir.path().join("scratch"), dir.path().join("report.json"));
+    let (code, out, err) = seconds_long_bench(&scratch, &report, &["--postgres", &url]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("| batched append, 1 client, 4 transactions in flight (events/s) |"), "{out}");
+    assert!(out.contains("| single-event commits vs HTTP commands, 8 clients (/s) |"), "{out}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let peer = &report["postgres"];
+    assert_eq!(peer["synchronous_commit"], "on", "{peer}");
+    for figure in [
+        "append_batched_1_per_s",
+        "append_pipelined_1_per_s",
+        "append_batched_4_per_s",
+        "disk_bytes_per_event",
+    ] {
+        assert!(peer[figure].as_f64().unwrap() > 0.0, "{figure} was measured: {peer}");
+    }
+    assert!(peer["single_commits"]["per_s"].as_f64().unwrap() > 0.0, "{peer}");
+    assert!(peer["history"]["samples"].as_u64().unwrap() > 0, "{peer}");
+    for round in report["rounds"].as_array().expect("the rounds are listed") {
+        for figure in [
+            "postgres_batched_1_per_s",
+            "postgres_pipelined_1_per_s",
+            "postgres_batched_4_per_s",
+            "postgres_single_commits_per_s",
+        ] {
+            assert!(round[figure].as_f64().unwrap() > 0.0, "{figure} in each round: {round}");
+        }
+    }
 }
