@@ -35,7 +35,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::heads::{Head, HeadMap, StreamKey};
 use crate::keys;
 use crate::limits::COMMIT_EVENTS_MAX;
-use crate::record::{ChunkWriter, Envelope, NewEvent, RawChunk, Rendered, Stamp, Stamped, GENESIS_HASH};
+use crate::record::{ChunkWriter, Envelope, RawChunk, Rendered, Stamp, Stamped, GENESIS_HASH};
 use crate::seal::Sealer;
 use crate::store::{AppendRequest, Clock, Shared};
 use crate::sync::Syncer;
@@ -56,10 +56,6 @@ const COMMITS_IN_FLIGHT_MAX: usize = 3;
 
 /// Chunks the sealer may have waiting before the writer seals the next one itself.
 const SEAL_BACKLOG_CHUNKS: usize = 2;
-
-/// Events whose published stream heads the writer reads ahead of stamping them (see
-/// [`Writer::read_heads_ahead`]).
-const HEADS_READ_AHEAD_EVENTS: usize = 16;
 
 /// Spent chunk buffers waiting to be filled again.
 const SPARE_CHUNK_BUFFERS_MAX: usize = 2 * TO_SEAL_MESSAGES_MAX;
@@ -419,9 +415,6 @@ impl Writer {
         let mut stamped =
             Stamped { first_position, recorded_at, stamps: Vec::with_capacity(request.events.len()) };
         for (event_index, event) in request.events.iter().enumerate() {
-            if event_index % HEADS_READ_AHEAD_EVENTS == 0 {
-                self.read_heads_ahead(&request.events[event_index..]);
-            }
             let (key, previous) = self.stream_head(&event.stream, pending);
             let stamp = Stamp {
                 position: pending.head.next_position,
@@ -509,20 +502,6 @@ impl Writer {
         let key = self.shared.heads.write().expect("heads lock").numbering_key(stream);
         let head = self.head_of(&key, pending, &self.shared.heads.read().expect("heads lock"));
         (key, head)
-    }
-
-    /// Looks up the published heads of the next [`HEADS_READ_AHEAD_EVENTS`] events and throws the
-    /// answers away: at hundreds of thousands of streams each lookup misses the cache twice
-    /// (control bytes, then the entry), and a loop of nothing but lookups lets the processor have
-    /// them all outstanding at once, where stamping one event at a time waits for each in turn —
-    /// it was a fifth of the writer's time (BENCHMARKS.md, issue 5, sixteenth session). The
-    /// answers are not kept: the commit's own heads and those in flight come first, so stamping
-    /// looks again, and finds the entries in the cache.
-    fn read_heads_ahead(&self, events: &[NewEvent]) {
-        let published = self.shared.heads.read().expect("heads lock");
-        for event in events.iter().take(HEADS_READ_AHEAD_EVENTS) {
-            std::hint::black_box(published.get(&event.stream));
-        }
     }
 
     fn head_of(&self, key: &StreamKey, pending: &Pending, published: &HeadMap) -> Head {
