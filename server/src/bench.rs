@@ -52,9 +52,9 @@ pub const BATCH_EVENTS: usize = 1_000;
 pub const BATCH_APPENDERS: usize = 4;
 
 /// Transactions the pipelined appender keeps in flight by default: while the disk makes one
-/// durable, the log stamps and seals the next (`--in-flight`). 4 rather than 2: in three
-/// alternating runs of 2, 4 and 8, 4 and 8 kept both cores busier than 2 (BENCHMARKS.md,
-/// issue 5, sixteenth session).
+/// durable, the log stamps and seals the next (`--in-flight`). 4 rather than 2: in three passes
+/// of 2, 4 and 8, against the waiting appender in the same run, 2 gave 0.94–1.12×, 4 1.08–1.30×
+/// and 8 1.10–1.24× (BENCHMARKS.md, issue 5, sixteenth session).
 pub const PIPELINE_IN_FLIGHT: usize = 4;
 
 /// The most `--in-flight` takes: the log's queue holds this many and more, and beyond a few the
