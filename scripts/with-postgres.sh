@@ -21,20 +21,32 @@ if [ ! -x "$PG_BIN/initdb" ]; then
     apt-get install -y -qq postgresql-15 > /dev/null
 fi
 
+run_as_postgres() {
+    # From /: postgres may not be allowed into the working directory (every path here is absolute).
+    if [ "$(id -u)" = 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
+}
 mkdir -p target  # a fresh clone has none yet
 work=$(mktemp -d "$PWD/target/postgres.XXXXXX")
+if [ "$(id -u)" = 0 ]; then
+    # initdb refuses root, so the server runs as postgres, which needs a way into the checkout:
+    # a clone under a private directory (mktemp -d's mode 700) has none. Then the cluster goes
+    # under /var/tmp instead — said here, since it may be another disk than the bench's.
+    chown postgres "$work"
+    if ! run_as_postgres test -w "$work"; then
+        rm -rf "$work"
+        work=$(mktemp -d /var/tmp/flowbook-postgres.XXXXXX)
+        chown postgres "$work"
+        echo "with-postgres: user postgres cannot reach $PWD/target; the cluster is in $work" >&2
+    fi
+fi
 cluster="$work/pg"
-run_as_postgres() {
-    if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
-}
 cleanup() {
     run_as_postgres "$PG_BIN/pg_ctl" -D "$cluster" -m immediate stop > /dev/null 2>&1 || true
     rm -rf "$work"
 }
 trap cleanup EXIT
 
-mkdir -p "$cluster"
-[ "$(id -u)" = 0 ] && chown postgres "$cluster" "$work"
+run_as_postgres mkdir "$cluster"
 run_as_postgres "$PG_BIN/initdb" -D "$cluster" -U postgres --auth=trust > /dev/null
 cat >> "$cluster/postgresql.conf" <<CONF
 listen_addresses = '127.0.0.1'
