@@ -6,9 +6,9 @@
 //! [`crate::limits::HEADS_SNAPSHOT_EVERY_EVENTS`] events; opening loads it and replays only the
 //! log after it. A missing, damaged or impossible snapshot just means a longer replay.
 //!
-//! Memory: about 80 bytes per stream (a member or a branch).
+//! Memory: 37–73 bytes per stream (a member or a branch) named `<prefix>/<uuid>`, see `table.rs`.
 
-use foldhash::{HashMap, HashMapExt};
+use foldhash::HashMap;
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -16,6 +16,10 @@ use std::path::Path;
 
 use crate::chunks;
 use crate::{Result, StoreError};
+
+mod table;
+
+use table::PackedHeads;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Head {
@@ -27,13 +31,14 @@ pub(crate) struct Head {
 ///
 /// Names of the form `<prefix>/<uuid>` in lower-case hyphenated form — every stream flowbook
 /// writes — are kept as a prefix number and the uuid's 16 bytes rather than a 43-byte string on
-/// the heap: at a million streams ~80 MiB instead of ~130. Any other name is kept as text, in a
+/// the heap, in 32-byte slots of a table of our own (`table.rs`): at a million streams 32–64 MiB
+/// instead of ~130 as strings. Any other name is kept as text, in a
 /// map of its own, so that looking one up needs no key built on the heap.
 #[derive(Default)]
 pub(crate) struct HeadMap {
     /// Prefixes seen, numbered (at most 256; names with further prefixes are kept as text).
     prefixes: Vec<Box<str>>,
-    packed: HashMap<PackedName, Head>,
+    packed: PackedHeads,
     text: HashMap<Box<str>, Head>,
 }
 
@@ -65,18 +70,22 @@ enum Place<'a> {
 
 impl HeadMap {
     pub fn with_capacity(streams: usize) -> HeadMap {
-        HeadMap { prefixes: Vec::new(), packed: HashMap::with_capacity(streams), text: HashMap::new() }
+        HeadMap {
+            prefixes: Vec::new(),
+            packed: PackedHeads::with_capacity(streams),
+            text: HashMap::default(),
+        }
     }
 
     pub fn len(&self) -> usize {
         self.packed.len() + self.text.len()
     }
 
-    pub fn get(&self, stream: &str) -> Option<&Head> {
+    pub fn get(&self, stream: &str) -> Option<Head> {
         match self.place(stream) {
             Place::Packed(name) => self.packed.get(&name),
             Place::NewPrefix(..) => None,
-            Place::Text => self.text.get(stream),
+            Place::Text => self.text.get(stream).copied(),
         }
     }
 
@@ -108,18 +117,29 @@ impl HeadMap {
         }
     }
 
-    pub fn get_key(&self, key: &StreamKey) -> Option<&Head> {
+    pub fn get_key(&self, key: &StreamKey) -> Option<Head> {
         match key {
             StreamKey::Packed(name) => self.packed.get(name),
-            StreamKey::Text(name) => self.text.get(name),
+            StreamKey::Text(name) => self.text.get(name).copied(),
         }
     }
 
+    /// Starts loading where `key`'s head is, for a lookup or a set soon after (see
+    /// `table::PackedHeads::prefetch`; names kept as text are rare and not prefetched).
+    pub fn prefetch(&self, key: &StreamKey) {
+        if let StreamKey::Packed(name) = key {
+            self.packed.prefetch(name);
+        }
+    }
+
+    /// Sets a stream's head.
+    ///
+    /// # Panics
+    /// If `head.version` is 0 or above 2^56 - 1: heads read from disk are checked first (see
+    /// [`plausible`]), and the writer's are at most their position.
     pub fn set_key(&mut self, key: &StreamKey, head: Head) {
         match key {
-            StreamKey::Packed(name) => {
-                self.packed.insert(*name, head);
-            }
+            StreamKey::Packed(name) => self.packed.insert(name, head),
             StreamKey::Text(name) => match self.text.get_mut(name) {
                 Some(kept) => *kept = head,
                 None => {
@@ -130,12 +150,12 @@ impl HeadMap {
     }
 
     /// Every stream's name and head.
-    pub fn iter(&self) -> impl Iterator<Item = (String, &Head)> {
+    pub fn iter(&self) -> impl Iterator<Item = (String, Head)> + '_ {
         let packed = self.packed.iter().map(|(name, head)| {
             let prefix = &self.prefixes[usize::from(name.prefix)];
             (format!("{prefix}/{}", uuid::Uuid::from_bytes(name.id).hyphenated()), head)
         });
-        packed.chain(self.text.iter().map(|(name, head)| (name.to_string(), head)))
+        packed.chain(self.text.iter().map(|(name, head)| (name.to_string(), *head)))
     }
 
     fn place<'a>(&self, stream: &'a str) -> Place<'a> {
@@ -202,7 +222,12 @@ pub(crate) fn load(dir: &Path, tree: &sled::Tree, committed: u64) -> Result<(Hea
     while after < committed {
         let outcome = chunks::for_each_record(tree, after, committed, |record| {
             let (stream, version) = record.stream_and_version()?;
-            heads.set(stream, Head { version, position: record.position });
+            let head = Head { version, position: record.position };
+            if !plausible(&head) {
+                let detail = format!("version {version} of {stream} cannot be at this position");
+                return Err(StoreError::Corrupt { position: record.position, detail });
+            }
+            heads.set(stream, head);
             after = record.position;
             Ok(())
         });
@@ -220,6 +245,12 @@ pub(crate) fn load(dir: &Path, tree: &sled::Tree, committed: u64) -> Result<(Hea
         }
     }
     Ok((heads, damage))
+}
+
+/// A head the log could have: a stream's n-th event is at position n or later (and versions fit
+/// the table's 56 bits, which a log's positions never outgrow).
+fn plausible(head: &Head) -> bool {
+    head.version >= 1 && head.version <= head.position && head.version <= table::VERSION_MAX
 }
 
 fn next_chunk_start(tree: &sled::Tree, after: u64) -> Result<Option<u64>> {
@@ -281,9 +312,11 @@ fn read_snapshot(dir: &Path) -> Option<(u64, HeadMap)> {
     for _ in 0..count {
         let length = usize::from(u16::from_be_bytes(take(2)?.try_into().ok()?));
         let stream = std::str::from_utf8(take(length)?).ok()?;
-        let version = u64_of(take(8)?);
-        let head_position = u64_of(take(8)?);
-        heads.set(stream, Head { version, position: head_position });
+        let head = Head { version: u64_of(take(8)?), position: u64_of(take(8)?) };
+        if !plausible(&head) || head.position > position {
+            return None;
+        }
+        heads.set(stream, head);
     }
     Some((position, heads))
 }
@@ -302,20 +335,20 @@ mod tests {
         assert!(matches!(key, StreamKey::Packed(_)));
         assert_eq!(heads.key(&member), Some(key.clone()), "numbered once, the same key ever after");
         heads.set_key(&key, Head { version: 3, position: 30 });
-        assert_eq!(heads.get(&member), Some(&Head { version: 3, position: 30 }));
+        assert_eq!(heads.get(&member), Some(Head { version: 3, position: 30 }));
         // A second prefix gets a number of its own; the first one's keys do not change.
         let branch = format!("branch/{id}");
         let branch_key = heads.numbering_key(&branch);
         assert_ne!(branch_key, key);
         heads.set(&branch, Head { version: 1, position: 31 });
-        assert_eq!(heads.get_key(&branch_key), Some(&Head { version: 1, position: 31 }));
+        assert_eq!(heads.get_key(&branch_key), Some(Head { version: 1, position: 31 }));
         assert_eq!(heads.key(&member), Some(key.clone()));
         // Names that do not pack are keyed as text, found by name and by key alike.
         let plain = heads.numbering_key("plain");
         assert_eq!(plain, StreamKey::Text("plain".into()));
         heads.set_key(&plain, Head { version: 2, position: 32 });
         heads.set_key(&plain, Head { version: 4, position: 33 });
-        assert_eq!(heads.get("plain"), Some(&Head { version: 4, position: 33 }));
+        assert_eq!(heads.get("plain"), Some(Head { version: 4, position: 33 }));
         assert_eq!(heads.len(), 3);
     }
 
@@ -340,7 +373,7 @@ mod tests {
         for (n, name) in names.iter().enumerate() {
             assert_eq!(
                 heads.get(name),
-                Some(&Head { version: n as u64 + 1, position: 10 + n as u64 }),
+                Some(Head { version: n as u64 + 1, position: 10 + n as u64 }),
                 "{name}"
             );
         }
@@ -396,6 +429,28 @@ mod tests {
     }
 
     #[test]
+    fn a_snapshot_holding_a_head_no_log_could_have_is_not_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let member = "member/0191e6a4-1c2b-7d3e-8f40-123456789abc";
+        let mut heads = HeadMap::default();
+        heads.set(member, Head { version: 2, position: 5 });
+        write_snapshot(dir.path(), 5, &heads).unwrap();
+        let (position, read) = read_snapshot(dir.path()).expect("a sound snapshot is used");
+        assert_eq!((position, read.get(member)), (5, Some(Head { version: 2, position: 5 })));
+        let impossible = [
+            (member, Head { version: 6, position: 5 }),
+            (member, Head { version: 1, position: 9 }),
+            ("plain", Head { version: 0, position: 1 }),
+        ];
+        for (stream, head) in impossible {
+            let mut heads = HeadMap::default();
+            heads.set(stream, head);
+            write_snapshot(dir.path(), 5, &heads).unwrap();
+            assert!(read_snapshot(dir.path()).is_none(), "{stream} {head:?}: the log is replayed instead");
+        }
+    }
+
+    #[test]
     fn past_256_prefixes_names_are_kept_as_text() {
         let id = "0191e6a4-1c2b-7d3e-8f40-123456789abc";
         let mut heads = HeadMap::default();
@@ -405,7 +460,7 @@ mod tests {
         assert_eq!(heads.prefixes.len(), 256);
         assert!(matches!(heads.place(&format!("p299/{id}")), Place::Text));
         for n in 0..300u64 {
-            assert_eq!(heads.get(&format!("p{n}/{id}")), Some(&Head { version: n + 1, position: n + 1 }));
+            assert_eq!(heads.get(&format!("p{n}/{id}")), Some(Head { version: n + 1, position: n + 1 }));
         }
         assert_eq!(heads.len(), 300);
     }

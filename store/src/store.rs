@@ -332,7 +332,7 @@ impl Store {
     /// Walks the stream's backlinks from its head, so it costs one chunk read per event at most
     /// (consecutive events of a stream often share a chunk).
     pub fn read_stream(&self, stream: &str, from_version: u64, limit: usize) -> Result<Vec<Envelope>> {
-        let Some(head) = self.shared.heads.read().expect("heads lock").get(stream).copied() else {
+        let Some(head) = self.shared.heads.read().expect("heads lock").get(stream) else {
             return Ok(Vec::new());
         };
         let from_version = from_version.max(1);

@@ -22,6 +22,9 @@ use crate::{Result, StoreError};
 /// answers to be sent to the last.
 const COMMITS_PER_FLUSH_MAX: usize = 64;
 
+/// Stream heads ahead of the one being published whose place is prefetched.
+const PUBLISH_LOOKAHEAD_HEADS: usize = 8;
+
 /// Makes what sled flushed durable: `fdatasync` of the log file and `fsync` of new blob files and
 /// their directory (see the crate docs for why sled's own flush is not enough).
 struct DurableFiles {
@@ -158,7 +161,16 @@ impl Syncer {
     ) {
         self.since_snapshot += writes as u64;
         let mut heads = self.shared.heads.write().expect("heads lock");
+        // Each set is a cache miss in a map of every stream: start each one's a few entries
+        // ahead, as the writer does for its lookups.
+        for key in stream_heads.keys().take(PUBLISH_LOOKAHEAD_HEADS) {
+            heads.prefetch(key);
+        }
+        let mut ahead = stream_heads.keys().skip(PUBLISH_LOOKAHEAD_HEADS);
         for (key, head) in stream_heads.iter() {
+            if let Some(next) = ahead.next() {
+                heads.prefetch(next);
+            }
             heads.set_key(key, *head);
         }
         // Under the heads lock, so that a snapshot sees heads and position together.
