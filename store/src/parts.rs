@@ -6,8 +6,9 @@
 //!   flush and one `fdatasync` — what the sealer and the syncer ask of sled, on one thread, with
 //!   nothing before it (no rendering, checks, stream heads, hashing, compression or hand-overs);
 //! - **the log's CPU before sled**, on one thread: rendering the events (the appending thread's
-//!   part), stamping and chaining them (the writer's, without its stream-head lookups and
-//!   checks) and sealing the chunks (the sealer's LZ4 and framing).
+//!   part), stamping and chaining them (the writer's, without its checks), looking up their
+//!   streams' heads in a map of every stream of the events given (the writer's, prefetched as it
+//!   does and, for comparison, not) and sealing the chunks (the sealer's LZ4 and framing).
 //!
 //! Used by `flowbook bench`; nothing here touches a store.
 
@@ -16,6 +17,7 @@ use std::time::Instant;
 
 use chrono::Utc;
 
+use crate::heads::{self, Head, HeadMap, LOOKAHEAD_HEADS};
 use crate::keys;
 use crate::record::{ChunkWriter, NewEvent, RawChunk, Rendered, Stamp, GENESIS_HASH};
 use crate::store::{open_waiting_for_lock, sled_config};
@@ -39,6 +41,11 @@ pub struct CommitParts {
     pub render_ms: f64,
     /// Stamping and chaining (SHA-256) a commit's events into chunks.
     pub stamp_ms: f64,
+    /// Looking up a commit's stream heads as the writer does (keys, prefetched lookups) in a map
+    /// of `streams` streams, and the same lookups without prefetching.
+    pub heads_ms: f64,
+    pub heads_unprefetched_ms: f64,
+    pub streams: usize,
     /// Compressing and framing a commit's chunks.
     pub seal_ms: f64,
     /// Stamped bytes per event before sealing, and sealed (as sled is given them).
@@ -48,9 +55,12 @@ pub struct CommitParts {
 
 /// Measures [`CommitParts`] for `events` (the first [`PARTS_EVENTS_MAX`]) in commits of
 /// `commit_events`, running sled for `seconds` in a fresh directory `dir` (created, then removed).
-pub fn measure_commit_parts(
+/// The stream heads are looked up in a map of `streams` (say, every stream of the log the events
+/// come from; theirs are added).
+pub fn measure_commit_parts<S: AsRef<str>>(
     dir: &Path,
     events: &[NewEvent],
+    streams: impl IntoIterator<Item = S>,
     commit_events: usize,
     seconds: f64,
     cache_bytes: u64,
@@ -58,6 +68,7 @@ pub fn measure_commit_parts(
     let events = &events[..events.len().min(PARTS_EVENTS_MAX)];
     let commit_events = commit_events.max(1);
     let mut parts = CommitParts::default();
+    time_head_lookups(streams, events, commit_events, &mut parts);
     let (commits, Bytes { raw, sealed }) = seal_commits(events, commit_events, &mut parts);
     let commit_count = commits.len().max(1) as f64;
     parts.render_ms /= commit_count;
@@ -125,6 +136,46 @@ fn seal_commits(
         commits.push(commit);
     }
     (commits, bytes)
+}
+
+/// Looks up the heads of `events`' streams commit by commit, as the writer does, in a map of
+/// `streams` and theirs, every other commit prefetched (so that neither kind finds the lines the
+/// other just loaded); sets the milliseconds per commit of each kind in `parts`.
+fn time_head_lookups<S: AsRef<str>>(
+    streams: impl IntoIterator<Item = S>,
+    events: &[NewEvent],
+    commit_events: usize,
+    parts: &mut CommitParts,
+) {
+    let mut published = HeadMap::default();
+    let mut position = 0;
+    let mut publish = |stream: &str| {
+        position += 1;
+        let key = published.numbering_key(stream);
+        published.set_key(&key, Head { version: 1, position });
+    };
+    streams.into_iter().for_each(|stream| publish(stream.as_ref()));
+    events.iter().for_each(|event| publish(&event.stream));
+    parts.streams = published.len();
+    let mut found = 0u64;
+    // (milliseconds, commits) of the prefetched kind and the other.
+    let mut kinds = [(0.0f64, 0usize); 2];
+    for (index, batch) in events.chunks(commit_events).enumerate() {
+        let started = Instant::now();
+        let keys: Vec<_> =
+            batch.iter().map(|event| published.key(&event.stream).expect("every prefix numbered")).collect();
+        let lookahead = if index % 2 == 0 { LOOKAHEAD_HEADS } else { 0 };
+        heads::visit_prefetched(&published, &keys, lookahead, |_, key| {
+            found += published.get_key(key).map_or(0, |head| head.version);
+        });
+        let kind = &mut kinds[index % 2];
+        kind.0 += started.elapsed().as_secs_f64() * 1e3;
+        kind.1 += 1;
+    }
+    std::hint::black_box(found);
+    let per_commit = |(milliseconds, commits): (f64, usize)| milliseconds / commits.max(1) as f64;
+    parts.heads_ms = per_commit(kinds[0]);
+    parts.heads_unprefetched_ms = per_commit(kinds[1]);
 }
 
 /// sled given `commits` over and over (under ever higher positions) for `seconds`: each commit's
@@ -199,11 +250,14 @@ mod tests {
         let scratch = tempfile::tempdir().unwrap();
         let dir = scratch.path().join("parts");
         let events: Vec<NewEvent> = (0..2_500).map(|n| new_event(&format!("member/{}", n % 40), n)).collect();
-        let parts = measure_commit_parts(&dir, &events, 1_000, 0.2, 8 << 20).unwrap();
+        let more = (40..90).map(|n| format!("member/{n}"));
+        let parts = measure_commit_parts(&dir, &events, more, 1_000, 0.2, 8 << 20).unwrap();
         assert!(parts.sled_events_per_s > 0.0, "{parts:?}");
         let steps = parts.sled_insert_ms + parts.sled_flush_ms + parts.sled_fdatasync_ms;
         assert!(steps > 0.0 && steps <= parts.sled_commit_ms, "the steps are within a commit: {parts:?}");
         assert!(parts.render_ms > 0.0 && parts.stamp_ms > 0.0 && parts.seal_ms > 0.0, "{parts:?}");
+        assert!(parts.heads_ms > 0.0 && parts.heads_unprefetched_ms > 0.0, "{parts:?}");
+        assert_eq!(parts.streams, 90, "the heads map holds the streams given and the events'");
         // Sealed chunks are compressed: repetitive JSON takes far fewer bytes than it has.
         assert!(parts.sealed_bytes_per_event < parts.raw_bytes_per_event / 2.0, "{parts:?}");
         assert!(!dir.exists(), "the sled run's directory is removed");

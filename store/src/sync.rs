@@ -22,9 +22,6 @@ use crate::{Result, StoreError};
 /// answers to be sent to the last.
 const COMMITS_PER_FLUSH_MAX: usize = 64;
 
-/// Stream heads ahead of the one being published whose place is prefetched.
-const PUBLISH_LOOKAHEAD_HEADS: usize = 8;
-
 /// Makes what sled flushed durable: `fdatasync` of the log file and `fsync` of new blob files and
 /// their directory (see the crate docs for why sled's own flush is not enough).
 struct DurableFiles {
@@ -163,10 +160,10 @@ impl Syncer {
         let mut heads = self.shared.heads.write().expect("heads lock");
         // Each set is a cache miss in a map of every stream: start each one's a few entries
         // ahead, as the writer does for its lookups.
-        for key in stream_heads.keys().take(PUBLISH_LOOKAHEAD_HEADS) {
+        for key in stream_heads.keys().take(heads::LOOKAHEAD_HEADS) {
             heads.prefetch(key);
         }
-        let mut ahead = stream_heads.keys().skip(PUBLISH_LOOKAHEAD_HEADS);
+        let mut ahead = stream_heads.keys().skip(heads::LOOKAHEAD_HEADS);
         for (key, head) in stream_heads.iter() {
             if let Some(next) = ahead.next() {
                 heads.prefetch(next);

@@ -32,7 +32,7 @@ use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use foldhash::{HashMap, HashMapExt};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::heads::{Head, HeadMap, StreamKey};
+use crate::heads::{self, Head, HeadMap, StreamKey, LOOKAHEAD_HEADS};
 use crate::keys;
 use crate::limits::COMMIT_EVENTS_MAX;
 use crate::record::{ChunkWriter, Envelope, RawChunk, Rendered, Stamp, Stamped, GENESIS_HASH};
@@ -56,11 +56,6 @@ const COMMITS_IN_FLIGHT_MAX: usize = 3;
 
 /// Chunks the sealer may have waiting before the writer seals the next one itself.
 const SEAL_BACKLOG_CHUNKS: usize = 2;
-
-/// Events ahead of the one being stamped whose published head is prefetched: enough to cover a
-/// miss (~100–300 ns) with the ~30 ns each lookup takes once its line is there, and few enough
-/// not to crowd the core's outstanding misses (see `Writer::stamp`).
-const HEAD_LOOKAHEAD_EVENTS: usize = 8;
 
 /// Events whose heads the writer looks up under one read lock of the published heads.
 const HEADS_LOCK_EVENTS_MAX: usize = 256;
@@ -496,9 +491,9 @@ impl Writer {
     /// Stamps a checked request's events into `stamps` (cleared first) and sets their streams'
     /// heads in the pending commit. The heads come first, for the whole request, apart from
     /// chaining and chunking: each published head is a cache miss in a map of every stream, and
-    /// here each one's is started [`HEAD_LOOKAHEAD_EVENTS`] events ahead of its lookup, so they
-    /// overlap instead of following each other. The heads lock is taken per
-    /// [`HEADS_LOCK_EVENTS_MAX`] events, so the syncer is never kept from publishing for long.
+    /// here each one's is started [`LOOKAHEAD_HEADS`] events ahead of its lookup, so they overlap
+    /// instead of following each other. The heads lock is taken per [`HEADS_LOCK_EVENTS_MAX`]
+    /// events, so the syncer is never kept from publishing for long.
     fn stamp(
         &self,
         request: &AppendRequest,
@@ -508,28 +503,20 @@ impl Writer {
     ) {
         stamps.clear();
         let keys = self.stream_keys(request);
-        for (first, run) in keys.chunks(HEADS_LOCK_EVENTS_MAX).enumerate() {
+        for run in keys.chunks(HEADS_LOCK_EVENTS_MAX) {
             let published = self.shared.heads.read().expect("heads lock");
-            let first = first * HEADS_LOCK_EVENTS_MAX;
-            for key in keys[first..].iter().take(HEAD_LOOKAHEAD_EVENTS) {
-                published.prefetch(key);
-            }
-            for (offset, key) in run.iter().enumerate() {
-                if let Some(ahead) = keys.get(first + offset + HEAD_LOOKAHEAD_EVENTS) {
-                    published.prefetch(ahead);
-                }
+            heads::visit_prefetched(&published, run, LOOKAHEAD_HEADS, |_, key| {
                 let previous = self.head_of(key, pending, &published);
                 let stamp = Stamp {
-                    position: pending.head.next_position + (first + offset) as u64,
+                    position: pending.head.next_position + stamps.len() as u64,
                     version: previous.version + 1,
                     recorded_at,
                     previous_in_stream: previous.position,
                 };
-                pending
-                    .stream_heads
-                    .insert(key.clone(), Head { version: stamp.version, position: stamp.position });
+                let head = Head { version: stamp.version, position: stamp.position };
+                pending.stream_heads.insert(key.clone(), head);
                 stamps.push(stamp);
-            }
+            });
         }
     }
 
