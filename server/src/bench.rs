@@ -234,7 +234,15 @@ pub fn copy_stream(stream: &str, round: u64) -> String {
         Some((prefix, id)) => {
             // Odd multipliers: distinct rounds give distinct masks, so a stream's copies never meet.
             let mask = u128::from(round).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835);
-            format!("{prefix}/{}", uuid::Uuid::from_u128(id.as_u128() ^ mask))
+            // Written into one allocation of the right size: `format!` here was ~4 % of the
+            // pipelined append's CPU, on the appending thread (the peer copies the same way).
+            let mut buffer = uuid::Uuid::encode_buffer();
+            let copied = uuid::Uuid::from_u128(id.as_u128() ^ mask).hyphenated().encode_lower(&mut buffer);
+            let mut name = String::with_capacity(prefix.len() + 1 + copied.len());
+            name.push_str(prefix);
+            name.push('/');
+            name.push_str(copied);
+            name
         }
         None => format!("{stream}~{round}"),
     }
