@@ -476,7 +476,7 @@ impl Writer {
             }
         }
         for (stream, expected) in &request.expected_versions {
-            let actual = self.stream_head(stream, pending).1.version;
+            let actual = self.stream_version(stream, pending);
             if actual != *expected {
                 return Err(StoreError::VersionConflict {
                     stream: stream.clone(),
@@ -538,22 +538,16 @@ impl Writer {
         keys
     }
 
-    /// A stream's head as it will stand after the requests staged so far: this commit's, else the
-    /// newest commit in flight that wrote it, else the published one.
-    /// Also answers the stream's key, for the commit's map.
-    fn stream_head(&self, stream: &str, pending: &Pending) -> (StreamKey, Head) {
+    /// A stream's version as it will stand after the requests staged so far (see `head_of`); 0
+    /// for a stream with none. A prefix not yet numbered has no streams, staged or published:
+    /// staging numbers every prefix it writes.
+    fn stream_version(&self, stream: &str, pending: &Pending) -> u64 {
         let heads = self.shared.heads.read().expect("heads lock");
-        if let Some(key) = heads.key(stream) {
-            let head = self.head_of(&key, pending, &heads);
-            return (key, head);
-        }
-        // A prefix never seen: numbered once, under the write lock (a handful ever).
-        drop(heads);
-        let key = self.shared.heads.write().expect("heads lock").numbering_key(stream);
-        let head = self.head_of(&key, pending, &self.shared.heads.read().expect("heads lock"));
-        (key, head)
+        heads.key(stream).map_or(0, |key| self.head_of(&key, pending, &heads).version)
     }
 
+    /// A stream's head as it will stand after the requests staged so far: this commit's, else the
+    /// newest commit in flight that wrote it, else the published one.
     fn head_of(&self, key: &StreamKey, pending: &Pending, published: &HeadMap) -> Head {
         pending
             .stream_heads
