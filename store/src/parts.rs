@@ -19,7 +19,7 @@ use chrono::Utc;
 
 use crate::heads::{self, Head, HeadMap, LOOKAHEAD_HEADS};
 use crate::keys;
-use crate::record::{ChunkWriter, NewEvent, RawChunk, Rendered, Stamp, GENESIS_HASH};
+use crate::record::{ChunkWriter, NewEvent, RawChunk, Rendered, Sealing, Stamp, GENESIS_HASH};
 use crate::store::{open_waiting_for_lock, sled_config};
 use crate::Result;
 
@@ -102,6 +102,7 @@ fn seal_commits(
     let recorded_at = Utc::now();
     let (mut position, mut hash) = (1u64, GENESIS_HASH);
     let mut chunks = ChunkWriter::default();
+    let mut sealing = Sealing::default();
     let mut commits = Vec::new();
     let mut bytes = Bytes::default();
     for batch in events.chunks(commit_events) {
@@ -119,14 +120,8 @@ fn seal_commits(
         }
         raw.extend(chunks.take(Vec::new()));
         let stamped_at = Instant::now();
-        let commit: SealedCommit = raw
-            .iter()
-            .map(|chunk| {
-                let mut value = Vec::new();
-                chunk.seal_into(&mut value);
-                (chunk.count as u64, value)
-            })
-            .collect();
+        let commit: SealedCommit =
+            raw.iter().map(|chunk| (chunk.count as u64, sealing.seal(chunk).to_vec())).collect();
         let sealed_at = Instant::now();
         parts.render_ms += (rendered_at - started).as_secs_f64() * 1e3;
         parts.stamp_ms += (stamped_at - rendered_at).as_secs_f64() * 1e3;

@@ -426,15 +426,25 @@ impl RawChunk {
     /// The chunk as stored: compressed, framed and checksummed.
     #[cfg(test)]
     pub fn seal(&self) -> Vec<u8> {
-        let mut value = Vec::new();
-        self.seal_into(&mut value);
-        value
+        Sealing::default().seal(self).to_vec()
     }
+}
 
-    /// [`RawChunk::seal`] into `value` (cleared first): the sealer reuses one buffer for every
-    /// chunk rather than allocating two a chunk.
-    pub fn seal_into(&self, value: &mut Vec<u8>) {
-        seal_chunk_into(self.first_position, self.count, &self.raw, value)
+/// What sealing one chunk after another reuses: LZ4's hash table (a call without one allocates
+/// and zeroes 8 KiB) and the output, kept at the largest length it has had (so that it is not
+/// zeroed again for LZ4's worst case, ~8.3 KiB, before every chunk). Each thread that seals
+/// keeps one.
+#[derive(Default)]
+pub(crate) struct Sealing {
+    table: lz4_flex::block::CompressTable,
+    output: Vec<u8>,
+}
+
+impl Sealing {
+    /// The chunk as stored: compressed, framed and checksummed (valid until the next seal).
+    pub fn seal(&mut self, chunk: &RawChunk) -> &[u8] {
+        let length = seal_chunk_into(chunk.first_position, chunk.count, &chunk.raw, self);
+        &self.output[..length]
     }
 }
 
@@ -517,28 +527,40 @@ impl ChunkWriter {
 
 /// Compresses a chunk's records and frames them with the header and checksum.
 fn seal_chunk(first_position: u64, count: usize, raw: &[u8]) -> Vec<u8> {
-    let mut value = Vec::new();
-    seal_chunk_into(first_position, count, raw, &mut value);
-    value
+    let mut sealing = Sealing::default();
+    let length = seal_chunk_into(first_position, count, raw, &mut sealing);
+    sealing.output.truncate(length);
+    sealing.output
 }
 
+/// Bytes before the LZ4 block: format, CRC-32, first position, count, raw length.
+const SEALED_HEADER_BYTES: usize = CHUNK_HEADER_BYTES + 4;
+
 /// The header, then the raw length (`u32`, little-endian: lz4_flex's size-prepended form), then
-/// the LZ4 block, compressed straight into `value`; the checksum covers all after itself.
-fn seal_chunk_into(first_position: u64, count: usize, raw: &[u8], value: &mut Vec<u8>) {
+/// the LZ4 block, compressed straight into `sealing`'s output; the checksum covers all after
+/// itself. Returns the sealed length (the output may be longer).
+fn seal_chunk_into(first_position: u64, count: usize, raw: &[u8], sealing: &mut Sealing) -> usize {
     let raw_length = u32::try_from(raw.len()).expect("a chunk is far below 4 GiB");
-    value.clear();
-    value.push(FORMAT_CHUNK_V1);
-    value.extend_from_slice(&[0; 4]);
-    value.extend_from_slice(&first_position.to_be_bytes());
-    value.extend_from_slice(&u16::try_from(count).expect("at most CHUNK_EVENTS_MAX").to_be_bytes());
-    value.extend_from_slice(&raw_length.to_le_bytes());
-    let block_at = value.len();
-    value.resize(block_at + lz4_flex::block::get_maximum_output_size(raw.len()), 0);
-    let written = lz4_flex::block::compress_into(raw, &mut value[block_at..])
-        .expect("the buffer holds LZ4's worst case");
-    value.truncate(block_at + written);
-    let crc = crc32fast::hash(&value[5..]).to_be_bytes();
+    let count = u16::try_from(count).expect("at most CHUNK_EVENTS_MAX");
+    let largest = SEALED_HEADER_BYTES + lz4_flex::block::get_maximum_output_size(raw.len());
+    let value = &mut sealing.output;
+    if value.len() < largest {
+        value.resize(largest, 0);
+    }
+    value[0] = FORMAT_CHUNK_V1;
+    value[5..13].copy_from_slice(&first_position.to_be_bytes());
+    value[13..15].copy_from_slice(&count.to_be_bytes());
+    value[15..SEALED_HEADER_BYTES].copy_from_slice(&raw_length.to_le_bytes());
+    let written = lz4_flex::block::compress_into_with_table(
+        raw,
+        &mut value[SEALED_HEADER_BYTES..largest],
+        &mut sealing.table,
+    )
+    .expect("the buffer holds LZ4's worst case");
+    let length = SEALED_HEADER_BYTES + written;
+    let crc = crc32fast::hash(&value[5..length]).to_be_bytes();
     value[1..5].copy_from_slice(&crc);
+    length
 }
 
 /// A stored chunk, checked and decompressed.
@@ -921,10 +943,14 @@ mod tests {
         }
         let block = lz4_flex::block::compress_prepend_size(&raw);
         assert_eq!(&sealed[CHUNK_HEADER_BYTES..], &block[..]);
-        // A reused buffer longer than the chunk is cleared, not appended to.
-        let mut reused = vec![0xAB; sealed.len() * 3];
-        seal_chunk_into(first, 16, &raw, &mut reused);
-        assert_eq!(reused, sealed);
+        // Sealing reused after a larger chunk (its output longer, its table full of that chunk's
+        // places) seals the same bytes.
+        let mut reused = Sealing::default();
+        let larger: Vec<u8> = raw.iter().chain(raw.iter()).chain(raw.iter()).copied().collect();
+        let larger_length = seal_chunk_into(first, 48, &larger, &mut reused);
+        assert!(larger_length > sealed.len());
+        let length = seal_chunk_into(first, 16, &raw, &mut reused);
+        assert_eq!(&reused.output[..length], &sealed[..]);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 
 use crate::keys;
+use crate::record::Sealing;
 use crate::store::Shared;
 use crate::writer::{poison_reason, set_poison, Flight, Poison, ToSeal};
 use crate::StoreError;
@@ -35,12 +36,11 @@ impl Sealer {
     /// chunk buffers go back to the writer through `spare`.
     pub fn run(self, from_writer: Receiver<ToSeal>, to_sync: SyncSender<Flight>, spare: SyncSender<Vec<u8>>) {
         // Every chunk is sealed into this one buffer; sled copies it into the tree.
-        let mut sealed = Vec::new();
+        let mut sealing = Sealing::default();
         for message in from_writer {
             match message {
                 ToSeal::Chunk(chunk) => {
-                    chunk.seal_into(&mut sealed);
-                    self.insert(chunk.first_position, &sealed);
+                    self.insert(chunk.first_position, sealing.seal(&chunk));
                     // Full: the writer has buffers enough; this one is freed.
                     let _ = spare.try_send(chunk.raw);
                 }

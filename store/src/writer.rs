@@ -35,7 +35,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::heads::{self, Head, HeadMap, StreamKey, LOOKAHEAD_HEADS};
 use crate::keys;
 use crate::limits::COMMIT_EVENTS_MAX;
-use crate::record::{ChunkWriter, Envelope, RawChunk, Rendered, Stamp, Stamped, GENESIS_HASH};
+use crate::record::{ChunkWriter, Envelope, RawChunk, Rendered, Sealing, Stamp, Stamped, GENESIS_HASH};
 use crate::seal::Sealer;
 use crate::store::{AppendRequest, Clock, Shared};
 use crate::sync::Syncer;
@@ -290,7 +290,8 @@ impl Writer {
                 return;
             }
         };
-        let mut output = Output { to_seal, spares, backlog: Arc::clone(&self.seal_backlog) };
+        let mut output =
+            Output { to_seal, spares, backlog: Arc::clone(&self.seal_backlog), sealing: Sealing::default() };
         // Appends taken off the queue and not yet committed: what a group larger than one
         // commit leaves for the next.
         let mut taken: VecDeque<Job> = VecDeque::new();
@@ -568,6 +569,8 @@ struct Output {
     spares: Receiver<Vec<u8>>,
     /// Chunks handed to the sealer and not yet inserted (the sealer counts them down).
     backlog: Arc<AtomicUsize>,
+    /// For the chunks sealed here.
+    sealing: Sealing,
 }
 
 impl Output {
@@ -576,8 +579,7 @@ impl Output {
     /// insert) is the slower; sealing some chunks here ends both at about the same time.
     fn send_chunk(&mut self, chunk: RawChunk) -> std::result::Result<(), Gone> {
         let message = if self.backlog.load(Ordering::Acquire) >= SEAL_BACKLOG_CHUNKS {
-            let mut sealed = Vec::new();
-            chunk.seal_into(&mut sealed);
+            let sealed = self.sealing.seal(&chunk).to_vec();
             ToSeal::Sealed(chunk, sealed)
         } else {
             ToSeal::Chunk(chunk)
@@ -603,7 +605,15 @@ mod tests {
     fn output(backlog: usize) -> (Output, Receiver<ToSeal>) {
         let (to_seal, from_writer) = sync_channel(4);
         let (_spare, spares) = sync_channel(1);
-        (Output { to_seal, spares, backlog: Arc::new(AtomicUsize::new(backlog)) }, from_writer)
+        (
+            Output {
+                to_seal,
+                spares,
+                backlog: Arc::new(AtomicUsize::new(backlog)),
+                sealing: Sealing::default(),
+            },
+            from_writer,
+        )
     }
 
     fn chunk() -> RawChunk {

@@ -107,15 +107,42 @@ impl PackedHeads {
     /// If `head.version` is 0 or above [`VERSION_MAX`] (see there).
     pub fn insert(&mut self, name: &PackedName, head: Head) {
         let slot = Slot::new(name, head);
-        if let Some(index) = self.find(name) {
-            self.slots[index] = slot;
-            return;
-        }
         if (self.len + 1) * LOAD_DENOMINATOR > self.slots.len() * LOAD_NUMERATOR {
+            // At the load factor: grow only for a name not yet kept (rare: the table doubles).
+            if let Some(index) = self.find(name) {
+                self.slots[index] = slot;
+                return;
+            }
             self.grow();
         }
-        self.place(slot);
-        self.len += 1;
+        // One probe that updates the name's slot, or stops where Robin Hood would place it: the
+        // syncer sets every head of a commit, most of them new streams, and a find then a place
+        // walked (and hashed) the same slots twice.
+        let mask = self.slots.len() - 1;
+        let mut index = self.home(name);
+        for probed in 0..self.slots.len() {
+            let resident = &self.slots[index];
+            if resident.is_empty() {
+                self.slots[index] = slot;
+                self.len += 1;
+                return;
+            }
+            if resident.holds(name) {
+                self.slots[index] = slot;
+                return;
+            }
+            let resident_distance = self.distance(index);
+            if resident_distance < probed {
+                // Not in the table (it would sit before a richer entry): take this slot and carry
+                // the resident on.
+                let displaced = std::mem::replace(&mut self.slots[index], slot);
+                self.carry(displaced, (index + 1) & mask, resident_distance + 1);
+                self.len += 1;
+                return;
+            }
+            index = (index + 1) & mask;
+        }
+        unreachable!("a table below its load factor has an empty slot");
     }
 
     /// Starts loading the cache line where `name`'s lookup begins, so that a lookup a few hundred
@@ -174,10 +201,15 @@ impl PackedHeads {
 
     /// Puts a slot not yet in the table where Robin Hood probing says, moving richer entries on.
     /// There is room (the load factor is kept).
-    fn place(&mut self, mut carried: Slot) {
+    fn place(&mut self, carried: Slot) {
+        let home = self.home(&carried.name());
+        self.carry(carried, home, 0);
+    }
+
+    /// Places `carried`, whose probe has reached `index` at `carried_distance` from its home,
+    /// moving richer entries on.
+    fn carry(&mut self, mut carried: Slot, mut index: usize, mut carried_distance: usize) {
         let mask = self.slots.len() - 1;
-        let mut index = self.home(&carried.name());
-        let mut carried_distance = 0;
         for _ in 0..self.slots.len() {
             if self.slots[index].is_empty() {
                 self.slots[index] = carried;
@@ -293,6 +325,15 @@ mod tests {
             }
             let listed: HashMap<PackedName, Head> = table.iter().collect();
             prop_assert_eq!(listed, model);
+            // Robin Hood's order, which a lookup's early stop relies on: along a run of entries
+            // each is at most one further from its home than the one before it.
+            for index in 0..table.slots.len() {
+                let next = (index + 1) & (table.slots.len() - 1);
+                if !table.slots[next].is_empty() {
+                    let before = if table.slots[index].is_empty() { 0 } else { table.distance(index) + 1 };
+                    prop_assert!(table.distance(next) <= before, "slot {} is out of order", next);
+                }
+            }
         }
     }
 }
