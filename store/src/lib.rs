@@ -50,6 +50,7 @@
 //! durable — with every other commit applied meanwhile, in one flush — and then answers every
 //! caller. A request that fails its checks writes nothing and is answered with its commit.
 
+mod chain;
 mod chunks;
 mod heads;
 pub mod keys;
@@ -64,6 +65,7 @@ mod writer;
 #[doc(hidden)]
 pub mod testing;
 
+pub use chain::{ChainHash, NotAChainHash};
 pub use parts::{measure_commit_parts, CommitParts, PARTS_EVENTS_MAX};
 pub use record::{instant, parse_instant, Envelope, NewEvent};
 

@@ -31,6 +31,7 @@ use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use crate::chain::ChainHash;
 use crate::{Result, StoreError};
 
 /// The hash the first event chains from.
@@ -66,14 +67,6 @@ pub struct NewEvent {
     pub data: Box<RawValue>,
 }
 
-/// Lower-case hex of a chain hash (into one allocation: `hex::encode` goes char by char, which
-/// showed up when appending).
-pub(crate) fn hash_hex(hash: &[u8; 32]) -> String {
-    let mut text = [0u8; 64];
-    hex::encode_to_slice(hash, &mut text).expect("64 hex digits for 32 bytes");
-    String::from_utf8(text.to_vec()).expect("hex digits are ASCII")
-}
-
 /// An event as stored and served: the envelope of API.md.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -91,8 +84,9 @@ pub struct Envelope {
     pub actor: String,
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub data: Box<RawValue>,
-    /// Lower-case hex of the chain hash.
-    pub hash: String,
+    /// Shown as 64 lower-case hex digits.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub hash: ChainHash,
 }
 
 impl PartialEq for Envelope {
@@ -393,7 +387,7 @@ impl Stamped {
                 recorded_at,
                 actor: event.actor,
                 data: event.data,
-                hash: hash_hex(&hash),
+                hash: ChainHash(hash),
             })
             .collect()
     }
@@ -685,7 +679,7 @@ impl Record<'_> {
             recorded_at: owned.recorded_at,
             actor: owned.actor,
             data: owned.data,
-            hash: hash_hex(&self.hash),
+            hash: ChainHash(self.hash),
         })
     }
 

@@ -74,7 +74,7 @@ fn the_hash_chain_starts_from_zeros_and_links_every_event() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let events = append(&store, vec![event("s", 1), event("s", 2)]);
-    assert_eq!(events[0].hash.len(), 64);
+    assert_eq!(events[0].hash.to_string().len(), 64);
     assert_ne!(events[0].hash, events[1].hash);
     let report = store.verify().unwrap();
     assert!(report.ok, "{report:?}");

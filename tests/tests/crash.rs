@@ -105,7 +105,7 @@ fn every_acknowledged_event_survives_sigkill() {
             let event = stored.get(*position as usize - 1).unwrap_or_else(|| {
                 panic!("round {round}: acknowledged position {position} lost (head {head})")
             });
-            assert_eq!(&event.hash, &ack.hash, "round {round}: position {position} changed");
+            assert_eq!(event.hash.to_string(), ack.hash, "round {round}: position {position} changed");
             let expected = format!(r#"{{"thread":{},"seq":{},"index":{}}}"#, ack.thread, ack.seq, ack.index);
             assert_eq!(event.data.get(), expected, "round {round}: position {position} changed");
         }
