@@ -36,7 +36,8 @@ use chrono::{TimeDelta, Utc};
 use flowbook_core::MemberStatus;
 use flowbook_projections::{At, FlowGrouping, Live};
 use flowbook_store::{
-    AppendRequest, CommitParts, Envelope, NewEvent, Store, StoreOptions, Submitted, PARTS_EVENTS_MAX,
+    AppendRequest, CommitParts, CommitStages, Envelope, NewEvent, Store, StoreOptions, Submitted,
+    PARTS_EVENTS_MAX,
 };
 use rand::seq::IndexedRandom;
 use rand::SeedableRng;
@@ -113,6 +114,8 @@ pub struct Report {
     pub build_events_per_s: f64,
     /// One appender waiting for each transaction before the next.
     pub append_batched_1_per_s: f64,
+    /// Its commits' stages, each the median of the rounds' (microseconds a commit).
+    pub waiting_commit_stages: Option<CommitStages>,
     /// One appender keeping `append_in_flight` transactions submitted and not yet durable.
     pub append_pipelined_1_per_s: f64,
     pub append_in_flight: usize,
@@ -146,6 +149,8 @@ pub struct Report {
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct Round {
     pub append_batched_1_per_s: f64,
+    /// Where the waiting appender's commits spent their time.
+    pub waiting_commit_stages: Option<CommitStages>,
     pub postgres_batched_1_per_s: Option<f64>,
     pub append_pipelined_1_per_s: f64,
     pub postgres_pipelined_1_per_s: Option<f64>,
@@ -250,7 +255,8 @@ pub fn copy_stream(stream: &str, round: u64) -> String {
 
 /// Appends copies of `events` in transactions of [`BATCH_EVENTS`] from `appenders` threads for
 /// `seconds`, each thread keeping up to `in_flight` of its transactions submitted and not yet
-/// answered (1: it waits for each before the next); answers events per second made durable.
+/// answered (1: it waits for each before the next); answers events per second made durable and,
+/// for one appender waiting for each, the commits' stages.
 fn append_batched(
     dir: &Path,
     events: &Arc<Vec<Envelope>>,
@@ -258,8 +264,11 @@ fn append_batched(
     in_flight: usize,
     seconds: f64,
     cache_bytes: u64,
-) -> Result<f64, String> {
+) -> Result<(f64, Option<CommitStages>), String> {
     let store = Arc::new(Store::open(dir, store_options(cache_bytes)).map_err(|e| e.to_string())?);
+    // Stages mean something only with one commit in flight at a time.
+    let timed = appenders == 1 && in_flight <= 1;
+    store.time_commit_stages(timed);
     let stop = Arc::new(AtomicBool::new(false));
     let appended = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -309,10 +318,11 @@ fn append_batched(
         worker.join().map_err(|_| "an appender panicked".to_owned())??;
     }
     let per_s = appended.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    let stages = timed.then(|| store.time_commit_stages(false));
     // Closed (its threads joined) before its files go: each round's stores would add up.
     drop(store);
     std::fs::remove_dir_all(dir).map_err(|e| format!("cannot remove {}: {e}", dir.display()))?;
-    Ok(per_s)
+    Ok((per_s, stages))
 }
 
 /// The same events' bytes written sequentially, one `fdatasync` per batch: (events/s, syncs/s,
@@ -538,7 +548,7 @@ pub fn run(
         };
         let mut figures = Round::default();
         progress(&format!("append: the same events in transactions of 1,000, 1 appender{tag}"));
-        figures.append_batched_1_per_s =
+        (figures.append_batched_1_per_s, figures.waiting_commit_stages) =
             append_batched(&options.dir.join("append-1"), &events, 1, 1, seconds, options.cache_bytes)?;
         if let Some(peer) = &mut peer {
             progress(&format!("postgres: batched, 1 client{tag}"));
@@ -556,7 +566,8 @@ pub fn run(
             options.in_flight,
             seconds,
             options.cache_bytes,
-        )?;
+        )?
+        .0;
         if let Some(peer) = &mut peer {
             progress(&format!(
                 "postgres: batched, 1 client, {} transactions pipelined{tag}",
@@ -573,7 +584,8 @@ pub fn run(
             1,
             seconds,
             options.cache_bytes,
-        )?;
+        )?
+        .0;
         if let Some(peer) = &mut peer {
             progress(&format!("postgres: batched, 4 clients{tag}"));
             figures.postgres_batched_4_per_s =
@@ -609,6 +621,8 @@ pub fn run(
     }
     let of_rounds = |figure: fn(&Round) -> f64| median(report.rounds.iter().map(figure).collect());
     report.append_batched_1_per_s = of_rounds(|r| r.append_batched_1_per_s);
+    report.waiting_commit_stages =
+        median_stages(report.rounds.iter().filter_map(|r| r.waiting_commit_stages.as_ref()));
     report.append_pipelined_1_per_s = of_rounds(|r| r.append_pipelined_1_per_s);
     report.append_in_flight = options.in_flight;
     report.append_batched_4_per_s = of_rounds(|r| r.append_batched_4_per_s);
@@ -683,6 +697,16 @@ pub fn run(
     Ok(report)
 }
 
+/// Each stage's median over several timings, and the commits they timed together.
+fn median_stages<'a>(timings: impl Iterator<Item = &'a CommitStages>) -> Option<CommitStages> {
+    let timings: Vec<&CommitStages> = timings.collect();
+    let first = timings.first()?;
+    let micros = (0..first.micros.len())
+        .map(|stage| median(timings.iter().map(|t| t.micros[stage]).collect()))
+        .collect();
+    Some(CommitStages { commits: timings.iter().map(|t| t.commits).sum(), micros })
+}
+
 /// The run of median throughput among several (its own latencies with it).
 fn take_median(mut runs: Vec<Throughput>) -> Throughput {
     runs.sort_by(|a, b| a.per_s.total_cmp(&b.per_s));
@@ -732,6 +756,17 @@ pub fn table(report: &Report) -> String {
         "batched append, 1 appender, waiting for each transaction",
         format!("{:.0} events/s", report.append_batched_1_per_s),
     );
+    if let Some(stages) = &report.waiting_commit_stages {
+        let each: Vec<String> = flowbook_store::COMMIT_STAGES
+            .iter()
+            .zip(&stages.micros)
+            .map(|(stage, micros)| format!("{stage} {micros:.0}"))
+            .collect();
+        row(
+            "a waiting commit, stage by stage (µs; medians of the rounds' means)",
+            format!("{:.0} µs: {} ({} commits)", stages.total_micros(), each.join(", "), stages.commits),
+        );
+    }
     row(
         &format!("batched append, 1 appender, {} transactions in flight", report.append_in_flight),
         format!("{:.0} events/s", report.append_pipelined_1_per_s),

@@ -328,6 +328,13 @@ fn bench_runs_every_workload_in_seconds_and_writes_its_report() {
         assert!(report["commit_parts"][part].as_f64().unwrap() > 0.0, "{part} was measured: {report}");
     }
     assert!(out.contains("| sled alone ("), "{out}");
+    assert!(out.contains("| a waiting commit, stage by stage ("), "{out}");
+    let stages = &report["waiting_commit_stages"];
+    assert!(stages["commits"].as_u64().unwrap() > 0, "the waiting commits were timed: {report}");
+    let micros = stages["micros"].as_array().unwrap();
+    assert_eq!(micros.len(), flowbook_store::COMMIT_STAGES.len(), "{stages}");
+    assert!(micros.iter().all(|m| m.as_f64().unwrap() >= 0.0), "{stages}");
+    assert!(micros.iter().map(|m| m.as_f64().unwrap()).sum::<f64>() > 0.0, "{stages}");
     assert!(report["http_flat_out"]["per_s"].as_f64().unwrap() > 0.0);
     assert!(report["history"]["samples"].as_u64().unwrap() > 0);
     assert_eq!(report["append_in_flight"], 3, "--in-flight is the pipelined appender's window");
@@ -348,6 +355,7 @@ fn bench_runs_every_workload_in_seconds_and_writes_its_report() {
             assert!(round[figure].as_f64().unwrap() > 0.0, "{figure} in each round: {round}");
         }
         assert!(round["postgres_batched_1_per_s"].is_null(), "{round}");
+        assert!(round["waiting_commit_stages"]["commits"].as_u64().unwrap() > 0, "{round}");
     }
     batched.sort_by(f64::total_cmp);
     let reported = report["append_batched_1_per_s"].as_f64().unwrap();

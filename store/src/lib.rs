@@ -58,6 +58,7 @@ pub mod limits;
 mod parts;
 mod record;
 mod seal;
+mod stages;
 mod store;
 mod sync;
 mod writer;
@@ -68,6 +69,7 @@ pub mod testing;
 pub use chain::{ChainHash, NotAChainHash};
 pub use parts::{measure_commit_parts, CommitParts, PARTS_EVENTS_MAX};
 pub use record::{instant, parse_instant, Envelope, NewEvent};
+pub use stages::{CommitStages, COMMIT_STAGES};
 
 /// Bytes a store's directory holds on disk (sled's files, its blobs, the heads snapshot): what
 /// "bytes per event" is measured on.

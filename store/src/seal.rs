@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use crate::keys;
 use crate::record::Sealing;
+use crate::stages::Mark;
 use crate::store::Shared;
 use crate::writer::{poison_reason, set_poison, Flight, Poison, ToSeal};
 use crate::StoreError;
@@ -53,6 +54,7 @@ impl Sealer {
                     if flight.writes > 0 {
                         flight.applied = self.end(&mut flight);
                     }
+                    self.shared.stages.mark(Mark::Applied);
                     if to_sync.send(flight).is_err() {
                         break; // the syncer is gone: it panicked
                     }

@@ -16,6 +16,7 @@ use crate::heads::{self, HeadMap};
 use crate::keys;
 use crate::limits::*;
 use crate::record::{self, Chunk, Envelope, NewEvent, GENESIS_HASH};
+use crate::stages::{CommitStages, Mark, StageClock};
 use crate::writer::{Answer, HeadState, Job, Writer};
 use crate::{Result, StoreError};
 
@@ -104,6 +105,8 @@ pub(crate) struct Shared {
     pub heads: RwLock<HeadMap>,
     pub committed_head: AtomicU64,
     pub head_watch: watch::Sender<u64>,
+    /// Times each commit's stages when asked (`Store::time_commit_stages`).
+    pub stages: StageClock,
 }
 
 /// The event log. Not `Clone`: share it behind an `Arc`. Dropping it stops the writer after the
@@ -150,6 +153,7 @@ impl Store {
             heads: RwLock::new(stream_heads),
             committed_head: AtomicU64::new(committed),
             head_watch,
+            stages: StageClock::new(),
         });
         // Messages are groups of appends, at least one each: the count below bounds the appends.
         let (sender, receiver) = mpsc::channel(QUEUE_REQUESTS_MAX);
@@ -164,6 +168,19 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Starts timing every commit's stages from now, clearing what was timed before; `false`
+    /// stops and answers the averages (see [`COMMIT_STAGES`](crate::COMMIT_STAGES)). Meaningful
+    /// only while one appender waits on each commit before the next: the stages of overlapping
+    /// commits would mix. The bench's waiting phase reports it.
+    pub fn time_commit_stages(&self, on: bool) -> CommitStages {
+        if on {
+            self.shared.stages.start();
+            CommitStages { commits: 0, micros: vec![0.0; crate::COMMIT_STAGES.len()] }
+        } else {
+            self.shared.stages.stop()
+        }
     }
 
     /// Appends atomically and durably; blocks the calling thread until the commit is on stable
@@ -214,7 +231,7 @@ impl Store {
             let request = Arc::new(request);
             let (reply, answer) = oneshot::channel();
             group.push(Job { request: Arc::clone(&request), rendered, reply });
-            submitted.push(Submitted { answer, request });
+            submitted.push(Submitted { answer, request, shared: Arc::clone(&self.shared) });
         }
         let accepted = submitted.len();
         let mut answers = Vec::with_capacity(total);
@@ -229,6 +246,7 @@ impl Store {
     }
 
     fn enqueue(&self, request: AppendRequest) -> Result<Submitted> {
+        self.shared.stages.mark(Mark::Submitted);
         check_request(&request)?;
         let count = request.events.len();
         let request = Arc::new(request);
@@ -244,7 +262,7 @@ impl Store {
         if !render_first {
             rendered.fill(&request.events);
         }
-        Ok(Submitted { answer, request })
+        Ok(Submitted { answer, request, shared: Arc::clone(&self.shared) })
     }
 
     /// Queues a group of appends for the writer, all or none.
@@ -425,33 +443,37 @@ pub struct Submitted {
     answer: oneshot::Receiver<Result<Answer>>,
     /// Its events, kept here for their envelopes.
     request: Arc<AppendRequest>,
+    /// For the stage clock's last two marks.
+    shared: Arc<Shared>,
 }
 
 impl Submitted {
     /// Blocks until the append is durable (or refused). Not from async code: use `wait_async`.
     pub fn wait(self) -> Result<Appended> {
         let answer = self.answer.blocking_recv().map_err(|_| StoreError::Closed)?;
-        answer.map(|answer| appended(self.request, answer))
+        Ok(appended(&self.shared, self.request, answer?))
     }
 
     pub async fn wait_async(self) -> Result<Appended> {
         let answer = self.answer.await.map_err(|_| StoreError::Closed)?;
-        answer.map(|answer| appended(self.request, answer))
+        Ok(appended(&self.shared, self.request, answer?))
     }
 }
 
 /// The log's answer to `request` as its caller sees it: written events get their envelopes here,
 /// on the appending thread, of the request's own events (moved out: the writer has let go of
 /// them by the time it answers).
-fn appended(request: Arc<AppendRequest>, answer: Answer) -> Appended {
-    match answer {
+fn appended(shared: &Shared, request: Arc<AppendRequest>, answer: Answer) -> Appended {
+    shared.stages.mark(Mark::Answered);
+    let appended = match answer {
         Answer::Replayed(events) => Appended::Replayed(events),
         Answer::Written(stamped) => {
-            let events =
-                Arc::try_unwrap(request).map_or_else(|shared| shared.events.clone(), |own| own.events);
+            let events = Arc::try_unwrap(request).map_or_else(|kept| kept.events.clone(), |own| own.events);
             Appended::Written(stamped.envelopes(events))
         }
-    }
+    };
+    shared.stages.mark(Mark::Enveloped);
+    appended
 }
 
 /// See [`Store::tail`].

@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 
 use crate::heads;
 use crate::limits::HEADS_SNAPSHOT_EVERY_EVENTS;
+use crate::stages::Mark;
 use crate::store::{read_positions, Shared};
 use crate::writer::{poison_reason, set_poison, Answer, Flight, Poison, Staged};
 use crate::{Result, StoreError};
@@ -125,12 +126,18 @@ impl Syncer {
 
     /// Makes a group of applied commits durable, publishes each and answers its callers.
     fn finish(&mut self, group: Vec<Flight>) {
+        let stages = &self.shared.stages;
+        stages.mark(Mark::Syncing);
         let writes = group.iter().any(|flight| flight.writes > 0 && flight.applied.is_ok());
         let durable = match poison_reason(&self.poison) {
             Some(reason) => Err(StoreError::Poisoned(reason)),
-            None if writes => self.db.flush().map_err(StoreError::from).and_then(|_| self.files.sync()),
+            None if writes => self.db.flush().map_err(StoreError::from).and_then(|_| {
+                stages.mark(Mark::Flushed);
+                self.files.sync()
+            }),
             None => Ok(()),
         };
+        stages.mark(Mark::Synced);
         if let Err(error) = &durable {
             set_poison(&self.poison, error.to_string());
         }
@@ -145,6 +152,7 @@ impl Syncer {
             }
             // After publishing: the writer may now forget this commit's heads and keys.
             self.finished.store(flight.sequence, Ordering::Release);
+            self.shared.stages.mark(Mark::Published);
             answer(&self.shared.tree, flight.staged, flight.replies, outcome);
         }
     }

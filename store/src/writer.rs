@@ -37,6 +37,7 @@ use crate::keys;
 use crate::limits::COMMIT_EVENTS_MAX;
 use crate::record::{ChunkWriter, Envelope, RawChunk, Rendered, Sealing, Stamp, Stamped, GENESIS_HASH};
 use crate::seal::Sealer;
+use crate::stages::Mark;
 use crate::store::{AppendRequest, Clock, Shared};
 use crate::sync::Syncer;
 use crate::{Result, StoreError};
@@ -309,6 +310,7 @@ impl Writer {
             if in_flight.send(()).is_err() {
                 break; // the syncer is gone: it panicked
             }
+            self.shared.stages.mark(Mark::Taken);
             let mut events = 0;
             let mut jobs = Vec::new();
             while events < COMMIT_EVENTS_MAX {
@@ -398,6 +400,7 @@ impl Writer {
             stream_heads: Arc::clone(&flight.stream_heads),
             keys: pending.keys,
         });
+        self.shared.stages.mark(Mark::Staged);
         output.send(ToSeal::End(Box::new(flight)))
     }
 

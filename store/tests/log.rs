@@ -261,6 +261,32 @@ fn requests_submitted_together_share_one_commit() {
     assert_eq!(store.head(), 5 * 2_000);
 }
 
+/// The stage clock times each waiting commit's stages while on, and nothing once off.
+#[test]
+fn a_waiting_commit_is_timed_stage_by_stage_while_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    append(&store, vec![event("m1", 0)]); // before the clock: not timed
+    store.time_commit_stages(true);
+    for n in 1..=4 {
+        append(&store, (0..100).map(|i| event(&format!("m{i}"), n)).collect());
+    }
+    let stages = store.time_commit_stages(false);
+    // Each commit is closed when the next is submitted: the first three of the four.
+    assert_eq!(stages.commits, 3, "{stages:?}");
+    assert_eq!(stages.micros.len(), flowbook_store::COMMIT_STAGES.len());
+    assert!(stages.micros.iter().all(|micros| micros.is_finite() && *micros >= 0.0), "{stages:?}");
+    let flush = flowbook_store::COMMIT_STAGES.iter().position(|stage| *stage == "sled's flush").unwrap();
+    assert!(stages.micros[flush] > 0.0 && stages.micros[flush + 1] > 0.0, "flush and fdatasync: {stages:?}");
+    assert!(stages.total_micros() >= stages.micros[flush]);
+
+    for n in 5..=7 {
+        append(&store, vec![event("m1", n)]);
+    }
+    store.time_commit_stages(true);
+    assert_eq!(store.time_commit_stages(false).commits, 0, "nothing timed while off, nor since");
+}
+
 /// A group of more events than one commit takes is split over commits, in order; every request
 /// is still written whole and answered.
 #[test]
