@@ -268,7 +268,9 @@ fn append_batched(
     let store = Arc::new(Store::open(dir, store_options(cache_bytes)).map_err(|e| e.to_string())?);
     // Stages mean something only with one commit in flight at a time.
     let timed = appenders == 1 && in_flight <= 1;
-    store.time_commit_stages(timed);
+    if timed {
+        store.time_commit_stages();
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let appended = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -318,7 +320,7 @@ fn append_batched(
         worker.join().map_err(|_| "an appender panicked".to_owned())??;
     }
     let per_s = appended.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
-    let stages = timed.then(|| store.time_commit_stages(false));
+    let stages = timed.then(|| store.timed_commit_stages());
     // Closed (its threads joined) before its files go: each round's stores would add up.
     drop(store);
     std::fs::remove_dir_all(dir).map_err(|e| format!("cannot remove {}: {e}", dir.display()))?;

@@ -170,17 +170,17 @@ impl Store {
         &self.path
     }
 
-    /// Starts timing every commit's stages from now, clearing what was timed before; `false`
-    /// stops and answers the averages (see [`COMMIT_STAGES`](crate::COMMIT_STAGES)). Meaningful
-    /// only while one appender waits on each commit before the next: the stages of overlapping
-    /// commits would mix. The bench's waiting phase reports it.
-    pub fn time_commit_stages(&self, on: bool) -> CommitStages {
-        if on {
-            self.shared.stages.start();
-            CommitStages { commits: 0, micros: vec![0.0; crate::COMMIT_STAGES.len()] }
-        } else {
-            self.shared.stages.stop()
-        }
+    /// Starts timing every commit's stages, clearing what was timed before. Meaningful only while
+    /// one appender waits on each commit before the next: the stages of overlapping commits would
+    /// mix. The bench's waiting phase reports it.
+    pub fn time_commit_stages(&self) {
+        self.shared.stages.start();
+    }
+
+    /// Stops timing commits' stages and answers their averages since
+    /// [`Store::time_commit_stages`] (see [`COMMIT_STAGES`](crate::COMMIT_STAGES)).
+    pub fn timed_commit_stages(&self) -> CommitStages {
+        self.shared.stages.stop()
     }
 
     /// Appends atomically and durably; blocks the calling thread until the commit is on stable

@@ -267,11 +267,11 @@ fn a_waiting_commit_is_timed_stage_by_stage_while_asked() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     append(&store, vec![event("m1", 0)]); // before the clock: not timed
-    store.time_commit_stages(true);
+    store.time_commit_stages();
     for n in 1..=4 {
         append(&store, (0..100).map(|i| event(&format!("m{i}"), n)).collect());
     }
-    let stages = store.time_commit_stages(false);
+    let stages = store.timed_commit_stages();
     // Each commit is closed when the next is submitted: the first three of the four.
     assert_eq!(stages.commits, 3, "{stages:?}");
     assert_eq!(stages.micros.len(), flowbook_store::COMMIT_STAGES.len());
@@ -283,8 +283,8 @@ fn a_waiting_commit_is_timed_stage_by_stage_while_asked() {
     for n in 5..=7 {
         append(&store, vec![event("m1", n)]);
     }
-    store.time_commit_stages(true);
-    assert_eq!(store.time_commit_stages(false).commits, 0, "nothing timed while off, nor since");
+    store.time_commit_stages();
+    assert_eq!(store.timed_commit_stages().commits, 0, "nothing timed while off, nor since");
 }
 
 /// A group of more events than one commit takes is split over commits, in order; every request
