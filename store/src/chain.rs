@@ -10,7 +10,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// SHA-256 over the previous event's hash and this event's canonical bytes (API.md).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ChainHash(pub [u8; 32]);
 
 const HEX_DIGITS: usize = 64;

@@ -34,7 +34,8 @@ pub(crate) enum Mark {
     Enveloped,
 }
 
-const MARKS: usize = 10;
+/// One per [`Mark`], by its order.
+const MARKS: usize = Mark::Enveloped as usize + 1;
 
 /// What each stage is, ending at the mark of the same index (the first: from the last commit's
 /// envelopes to this one's submission, the caller's own time between commits).
